@@ -1,0 +1,141 @@
+"""Building blocks of the GPT: norms, rotary embeddings, causal self-attention, MLP and the pre-norm block."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm (Zhang & Sennrich 2019, eq. 4): y = x / sqrt(mean(x^2) + eps) * g, over the last dimension."""
+
+    def __init__(self, dim: int, eps: float, affine: bool = True):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+
+
+def build_norm(cfg: ModelConfig, dim: int) -> nn.Module:
+    """The config's normalization over `dim` features: LayerNorm (bias iff `cfg.bias`) or RMSNorm."""
+    if cfg.norm == "layernorm":
+        return nn.LayerNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_affine, bias=cfg.bias and cfg.norm_affine)
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(dim, eps=cfg.norm_eps, affine=cfg.norm_affine)
+    raise ValueError(f"model.norm must be one of ['layernorm', 'rmsnorm'], got {cfg.norm!r}")
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE tables (Su et al. 2021, eq. 34): angle theta_{t,i} = t * base^(-2i/head_dim), i < head_dim/2.
+
+    Holds cos/sin for positions 0..max_len-1 in fp32 as non-persistent buffers (not in the state dict); one instance is
+    shared by every block.
+    """
+
+    def __init__(self, head_dim: int, max_len: int, base: float):
+        super().__init__()
+        if head_dim % 2 != 0:
+            raise ValueError(f"model.head_dim must be even for RoPE, got {head_dim}")
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each (seq_len, head_dim/2)."""
+        return self.cos[:seq_len], self.sin[:seq_len]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, T, H, D) by the per-position angles; pairs are (x[..., i], x[..., i + D/2]) (half-split layout).
+
+    (x1, x2) -> (x1 cos + x2 sin, -x1 sin + x2 cos): the same rotation for every head, so <R_m q, R_n k> depends on
+    positions only through m - n.
+    """
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos = cos[None, :, None, :].to(x.dtype)
+    sin = sin[None, :, None, :].to(x.dtype)
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+RopeTables = Optional[tuple[torch.Tensor, torch.Tensor]]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention (Vaswani et al. 2017): softmax(q k^T / sqrt(head_dim) + causal mask) v, then proj.
+
+    Optional QK-norm (parameter-shared across heads, RMSNorm over head_dim) is applied before RoPE, as in the Clipped
+    Scion NanoGPT.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.dropout = cfg.dropout
+        attn_dim = cfg.n_head * cfg.head_dim
+        self.qkv = nn.Linear(cfg.n_embd, 3 * attn_dim, bias=cfg.bias)
+        self.proj = nn.Linear(attn_dim, cfg.n_embd, bias=cfg.bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, eps=cfg.norm_eps, affine=cfg.norm_affine)
+            self.k_norm = RMSNorm(cfg.head_dim, eps=cfg.norm_eps, affine=cfg.norm_affine)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(self, x: torch.Tensor, rope: RopeTables = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            dropout_p=self.dropout if self.training else 0.0, is_causal=True,
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class MLP(nn.Module):
+    """Position-wise MLP: proj(act(fc(x))), act = GELU (GPT-2) or (sqrt(2) * relu(x))^2 (Clipped Scion NanoGPT)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = cfg.mlp_ratio * cfg.n_embd
+        self.fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
+        self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+        if cfg.mlp not in ("gelu", "relu2"):
+            raise ValueError(f"model.mlp must be one of ['gelu', 'relu2'], got {cfg.mlp!r}")
+        self.activation = cfg.mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        if self.activation == "gelu":
+            h = F.gelu(h)
+        else:
+            h = (math.sqrt(2.0) * F.relu(h)).square()
+        return self.proj(h)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)) (GPT-2's layout)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = build_norm(cfg, cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.norm2 = build_norm(cfg, cfg.n_embd)
+        self.mlp = MLP(cfg)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: RopeTables = None) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.norm1(x), rope))
+        return x + self.resid_dropout(self.mlp(self.norm2(x)))
