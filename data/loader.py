@@ -1,0 +1,153 @@
+"""Distributed, resumable readers of token shards: the training stream and the fixed validation set.
+
+Both cut sequences of ``seq_len`` tokens from memory-mapped ``.bin`` shards (see ``data/shards.py``).
+A *global batch* is ``batch_size`` sequences taken from one contiguous stretch of
+``batch_size * seq_len + 1`` tokens of the current shard (targets are the inputs shifted by one).
+Rank ``r`` of ``W`` reads only its own rows: micro-step ``k`` gets rows ``[(k*W + r)*b, (k*W + r + 1)*b)``
+with ``b = micro_batch_size``. The position advances by the same amount on every rank, so the loader
+state is identical across ranks and independent of the world size: a run can resume on a different
+number of GPUs as long as the global batch is unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.shards import list_shards, open_shard
+
+
+class TrainLoader:
+    """Deterministic stream of global batches over the train shards; ``state_dict()`` is the exact position."""
+
+    def __init__(self, shard_paths: list[Path], *, seq_len: int, batch_size: int, micro_batch_size: int,
+                 rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True,
+                 vocab_size: int | None = None, check_tokens: bool = True):
+        if batch_size % (micro_batch_size * world_size):
+            raise ValueError(f"train.batch_size ({batch_size}) must be a multiple of train.micro_batch_size "
+                             f"({micro_batch_size}) x world size ({world_size})")
+        self.seq_len, self.batch_size, self.micro_batch_size = seq_len, batch_size, micro_batch_size
+        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
+        self.vocab_size, self.check_tokens = vocab_size, check_tokens
+        self.span = batch_size * seq_len + 1  # tokens one global batch covers
+        self.grad_accum_steps = batch_size // (micro_batch_size * world_size)
+        self.paths = self._usable_shards([Path(p) for p in shard_paths])
+        self._open: dict[int, np.ndarray] = {}
+        self.epoch, self.shard, self.pos = 0, 0, 0
+
+    def _usable_shards(self, paths: list[Path]) -> list[Path]:
+        if not paths:
+            raise ValueError("no train shards given (expected files named *_train_*.bin)")
+        usable = []
+        for path in paths:
+            tokens = open_shard(path, vocab_size=None, check_tokens=False)
+            if len(tokens) >= self.span:
+                usable.append(path)
+            else:
+                warnings.warn(f"{path}: {len(tokens)} tokens, fewer than one global batch ({self.span}); skipped")
+        if not usable:
+            raise ValueError(f"no train shard holds one global batch of {self.span} tokens "
+                             f"(train.batch_size x model.block_size + 1); first shard: {paths[0]}")
+        return usable
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.paths))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.paths))
+
+    def _tokens(self, shard_index: int) -> np.ndarray:
+        if shard_index not in self._open:
+            self._open[shard_index] = open_shard(self.paths[shard_index], vocab_size=self.vocab_size,
+                                                 check_tokens=self.check_tokens)
+        return self._open[shard_index]
+
+    def next_batch(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's micro-batches ``[(inputs, targets), ...]`` (int64, CPU) of the next global batch."""
+        tokens = self._tokens(int(self._order(self.epoch)[self.shard]))
+        if self.pos + self.span > len(tokens):  # the shard's tail is shorter than a batch: next shard
+            self.pos, self.shard = 0, self.shard + 1
+            if self.shard == len(self.paths):
+                self.shard, self.epoch = 0, self.epoch + 1
+            return self.next_batch()
+        b, t = self.micro_batch_size, self.seq_len
+        out = []
+        for k in range(self.grad_accum_steps):
+            first_row = (k * self.world_size + self.rank) * b
+            start = self.pos + first_row * t
+            chunk = torch.from_numpy(np.asarray(tokens[start:start + b * t + 1], dtype=np.int64))
+            out.append((chunk[:-1].view(b, t), chunk[1:].view(b, t)))
+        self.pos += self.batch_size * t
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "shard": self.shard, "pos": self.pos, "num_shards": len(self.paths),
+                "span": self.span, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, mine in (("num_shards", len(self.paths)), ("span", self.span), ("seed", self.seed)):
+            if state[key] != mine:
+                raise ValueError(f"cannot resume the data position: the checkpoint's {key} is {state[key]}, "
+                                 f"this run's is {mine} (changed data.dir, train.batch_size, model.block_size "
+                                 f"or train.seed?)")
+        self.epoch, self.shard, self.pos = state["epoch"], state["shard"], state["pos"]
+
+
+class ValidationSet:
+    """The first ``num_tokens`` tokens of the val split as ``num_tokens // seq_len`` fixed sequences.
+
+    Rank ``r`` evaluates sequences ``r, r+W, r+2W, ...``; summing losses and counts over ranks gives
+    the same mean at any world size.
+    """
+
+    def __init__(self, shard_paths: list[Path], *, seq_len: int, num_tokens: int, vocab_size: int | None = None,
+                 check_tokens: bool = True):
+        if not shard_paths:
+            raise ValueError("no validation shards found (expected files named *_val_*.bin)")
+        self.num_sequences = num_tokens // seq_len
+        if self.num_sequences == 0:
+            raise ValueError(f"train.eval_tokens ({num_tokens}) is smaller than one sequence ({seq_len} tokens)")
+        need = self.num_sequences * seq_len + 1
+        parts, have = [], 0
+        for path in shard_paths:
+            tokens = open_shard(path, vocab_size=vocab_size, check_tokens=check_tokens)
+            parts.append(np.asarray(tokens[: need - have], dtype=np.int64))
+            have += len(parts[-1])
+            if have == need:
+                break
+        if have < need:
+            raise ValueError(f"the val split ({', '.join(str(p) for p in shard_paths)}) holds {have} tokens, fewer "
+                             f"than train.eval_tokens + 1 = {need}; lower train.eval_tokens")
+        self.tokens = torch.from_numpy(np.concatenate(parts))
+        self.seq_len = seq_len
+
+    def batches(self, rank: int, world_size: int, micro_batch_size: int):
+        """Yield this rank's ``(inputs, targets)`` batches of at most ``micro_batch_size`` sequences."""
+        mine = list(range(rank, self.num_sequences, world_size))
+        t = self.seq_len
+        for i in range(0, len(mine), micro_batch_size):
+            rows = torch.tensor(mine[i:i + micro_batch_size])
+            index = rows[:, None] * t + torch.arange(t + 1)[None, :]
+            window = self.tokens[index]
+            yield window[:, :-1], window[:, 1:]
+
+
+def resolve_shard_dir(data_dir: str) -> Path:
+    """The shard directory of ``data.dir``; ``'embedded'`` prepares the shipped corpus on first use."""
+    if data_dir == "embedded":
+        from data.corpus import ensure_embedded_shards
+        return Path(ensure_embedded_shards())
+    path = Path(data_dir)
+    if not path.is_dir():
+        raise ValueError(f"data.dir {data_dir!r} is not a directory; prepare shards with `python -m data.fineweb` "
+                         f"or use data.dir='embedded'")
+    return path
+
+
+def split_paths(directory: Path, split: str) -> list[Path]:
+    paths = list_shards(directory, split)
+    if not paths:
+        raise ValueError(f"data.dir {str(directory)!r} has no {split} shards (files named *_{split}_*.bin)")
+    return paths

@@ -1,0 +1,201 @@
+"""Train a GPT on token shards: one process, or `torchrun` DDP over GPUs and nodes.
+
+    python train_gpt.py --config configs/tiny.toml                      # embedded corpus, CPU or GPU
+    torchrun --nproc_per_node=8 train_gpt.py --config configs/gpt2-124m.toml --optim.name=clipped_scion
+
+The story of a run: read and validate the config (before any process group exists), join the
+process group, build the model, optimizer, LR schedule and data, resume from the newest checkpoint
+in ``train.out_dir`` if there is one, then loop: gradient of the global batch, skip-or-step, log,
+evaluate, checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import kernels
+import optim
+from configs.base import ConfigError, to_dict
+from configs.schema import Config, load_config
+from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_paths
+from model import GPT
+from trainer import checkpoint
+from trainer.distributed import DistInfo, all_gather_objects, barrier, init_distributed, shutdown
+from trainer.loop import evaluate, make_backward
+from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
+from trainer.schedule import lr_multiplier
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+def build_data(cfg: Config, dist: DistInfo) -> tuple[TrainLoader, ValidationSet]:
+    if dist.is_main:  # rank 0 prepares the embedded corpus once; the others then find it ready
+        resolve_shard_dir(cfg.data.dir)
+    barrier()
+    shard_dir = resolve_shard_dir(cfg.data.dir)
+    vocab = cfg.model.vocab_size if cfg.data.check_tokens else None
+    train = TrainLoader(split_paths(shard_dir, "train"), seq_len=cfg.model.block_size,
+                        batch_size=cfg.train.batch_size, micro_batch_size=cfg.train.micro_batch_size,
+                        rank=dist.rank, world_size=dist.world_size, seed=cfg.train.seed,
+                        shuffle=cfg.data.shuffle_shards, vocab_size=vocab, check_tokens=cfg.data.check_tokens)
+    val = ValidationSet(split_paths(shard_dir, "val"), seq_len=cfg.model.block_size,
+                        num_tokens=cfg.train.eval_tokens, vocab_size=vocab, check_tokens=cfg.data.check_tokens)
+    return train, val
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def train(cfg: Config, dist: DistInfo) -> None:
+    out_dir = Path(cfg.train.out_dir)
+    device, tcfg = dist.device, cfg.train
+    torch.manual_seed(tcfg.seed)  # same initial weights on every rank
+    raw_model = GPT(cfg.model).to(device)
+    model = torch.compile(raw_model) if tcfg.compile else raw_model
+    if dist.distributed:
+        model = DDP(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    parameters = [p for p in raw_model.parameters() if p.requires_grad]
+    optimizer = optim.build(raw_model, cfg.optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        lr_multiplier, steps=tcfg.steps, warmup_steps=tcfg.warmup_steps, warmdown_frac=tcfg.warmdown_frac,
+        decay=tcfg.lr_decay, min_frac=tcfg.min_lr_frac))
+    regularizer = optim.GradientRegularization(cfg.optim.gr, tcfg.steps)
+    train_loader, val_set = build_data(cfg, dist)
+    metrics = MetricsWriter(out_dir, enabled=dist.is_main)
+
+    step, skipped, consecutive_bad = 0, 0, 0
+    found = checkpoint.latest(out_dir)
+    if found is not None and tcfg.resume == "never":
+        raise ConfigError(f"train.resume='never' but {found[1]} exists; choose another train.out_dir")
+    if found is not None:
+        state, path = found
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        train_loader.load_state_dict(state["loader"])
+        ranks = state["rng"]
+        set_rng_state(ranks[dist.rank] if len(ranks) == dist.world_size else ranks[0])
+        step, skipped = state["step"], state["skipped_steps"]
+        metrics.truncate_after(step)
+        if dist.is_main:
+            print(f"resumed from {path} at step {step} (saved with world size {len(ranks)}, now {dist.world_size})")
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        (out_dir / "config.json").write_text(_json(to_dict(cfg)))
+        (out_dir / "run_info.json").write_text(_json(run_info(dist.world_size, str(device), device_name)))
+        print(f"model: {raw_model.num_params() / 1e6:.2f}M non-embedding parameters | world size "
+              f"{dist.world_size} | grad accumulation {train_loader.grad_accum_steps} | device {device_name}")
+        print(optim.describe_groups(optimizer) if hasattr(optim, "describe_groups") else optimizer)
+    wandb = WandbLogger(cfg.log, to_dict(cfg), out_dir) if (cfg.log.wandb and dist.is_main) else None
+
+    tokens_per_step = tcfg.batch_size * cfg.model.block_size
+    flops_per_step = raw_model.flops_per_token() * tokens_per_step
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    last_step = min(tcfg.steps, tcfg.stop_after_step or tcfg.steps)
+    started, start_step = time.perf_counter(), step
+    while step < last_step:
+        t0 = time.perf_counter()
+        batch = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                 for x, y in train_loader.next_batch()]
+        backward = make_backward(model, batch, device, tcfg.dtype, parameters)
+        loss = regularizer.compute(parameters, backward, step) if regularizer.enabled else backward()
+        grad_norm = kernels.global_norm([p.grad for p in parameters if p.grad is not None])
+        loss_value, norm_value = torch.stack([loss.float(), grad_norm]).tolist()  # the step's one host sync
+        lr = scheduler.get_last_lr()[0]
+        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+        if finite:
+            optimizer.step()
+            consecutive_bad = 0
+        else:
+            skipped, consecutive_bad = skipped + 1, consecutive_bad + 1
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+
+        dt = time.perf_counter() - t0
+        record = {"step": step, "train_loss": loss_value, "lr": lr, "grad_norm": norm_value,
+                  "tokens": step * tokens_per_step, "step_time_s": dt, "tokens_per_s": tokens_per_step / dt,
+                  "elapsed_s": time.perf_counter() - started, "skipped_steps": skipped}
+        if not finite:
+            record["skipped"] = True
+        stats = optim.step_stats(optimizer) if hasattr(optim, "step_stats") else {}
+        record.update({k: float(v) for k, v in stats.items() if k not in record})
+        if peak is not None:
+            record["mfu"] = flops_per_step / dt / dist.world_size / peak
+        record["eta_s"] = (record["elapsed_s"] / (step - start_step)) * (tcfg.steps - step)
+        if (tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps:
+            record["val_loss"] = evaluate(model, val_set, rank=dist.rank, world_size=dist.world_size,
+                                          micro_batch_size=tcfg.micro_batch_size, device=device, dtype=tcfg.dtype)
+        metrics.write(record)
+        if wandb is not None:
+            wandb.log(record)
+        if dist.is_main and (step % tcfg.log_every == 0 or "val_loss" in record or not finite):
+            print(format_line(record, tcfg.steps), flush=True)
+        if consecutive_bad >= tcfg.max_nonfinite_steps:
+            raise NonFiniteError(f"{consecutive_bad} consecutive steps had a non-finite loss or gradient "
+                                 f"(train.max_nonfinite_steps); stopping at step {step}. The last good "
+                                 f"checkpoint in {checkpoint.checkpoint_dir(out_dir)} is kept.")
+        if (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0) or step == last_step:
+            save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, train_loader)
+    if wandb is not None:
+        wandb.finish()
+
+
+def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, train_loader) -> None:
+    """Gather every rank's loader position and RNG state, then rank 0 writes the checkpoint."""
+    loaders = all_gather_objects(train_loader.state_dict())
+    if any(s != loaders[0] for s in loaders):
+        raise RuntimeError(f"ranks disagree on the data position at step {step}: {loaders}")
+    rngs = all_gather_objects(rng_state())
+    if dist.is_main:
+        checkpoint.save(cfg.train.out_dir, step, {
+            "step": step, "skipped_steps": skipped, "model": raw_model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "loader": loaders[0],
+            "loader_per_rank": loaders, "rng": rngs, "config": to_dict(cfg)}, keep=cfg.train.keep_checkpoints)
+    barrier()
+
+
+def _json(obj) -> str:
+    import json
+    return json.dumps(obj, indent=2, default=str) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = load_config(sys.argv[1:] if argv is None else argv)  # before any process group starts
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    dist = init_distributed(cfg.train.device)
+    try:
+        train(cfg, dist)
+    except (ConfigError, ValueError, NonFiniteError) as err:
+        print(f"rank {dist.rank}: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

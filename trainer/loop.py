@@ -1,0 +1,67 @@
+"""One training step's gradient (micro-batches, DDP no_sync) and the validation loss."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from trainer.distributed import all_reduce_sum
+
+
+def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA by default ('auto'); float32 (no autocast) on CPU unless asked."""
+    if dtype == "float32" or (dtype == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_backward(model: nn.Module, micro_batches: list, device: torch.device, dtype: str,
+                  parameters: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """A closure computing the global-batch gradient into ``.grad`` and returning the global mean loss.
+
+    Each micro-batch loss is divided by the number of micro-batches; DDP averages over ranks (its
+    all-reduce runs only on the last micro-batch, ``no_sync`` before), so ``.grad`` is the gradient of
+    the mean loss over the whole global batch at any world size. Called again (e.g. by gradient
+    regularization at perturbed weights) it recomputes from zero on the same batch.
+    """
+    accum = len(micro_batches)
+    sync_context = getattr(model, "no_sync", None)
+
+    def backward() -> torch.Tensor:
+        for p in parameters:
+            p.grad = None
+        total = torch.zeros((), device=device, dtype=torch.float32)
+        for i, (x, y) in enumerate(micro_batches):
+            last = i == accum - 1
+            ctx = sync_context() if (sync_context is not None and not last) else contextlib.nullcontext()
+            with ctx:
+                with autocast_context(device, dtype):
+                    _, loss = model(x, y)
+                (loss / accum).backward()
+            total += loss.detach().float()
+        total /= accum
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        return all_reduce_sum(total) / world
+
+    return backward
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, val_set, *, rank: int, world_size: int, micro_batch_size: int,
+             device: torch.device, dtype: str) -> float:
+    """Mean cross-entropy over the fixed validation sequences, identical at any world size."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # (loss x tokens, tokens)
+    for x, y in val_set.batches(rank, world_size, micro_batch_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast_context(device, dtype):
+            _, loss = model(x, y)
+        sums[0] += loss.double() * y.numel()
+        sums[1] += y.numel()
+    all_reduce_sum(sums)
+    model.train(was_training)
+    return (sums[0] / sums[1]).item()
