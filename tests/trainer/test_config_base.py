@@ -1,0 +1,98 @@
+"""The config machinery: TOML + dotted overrides, strict keys and types, validation messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import pytest
+
+from configs.base import (ConfigError, build_section, field, iter_fields, load_toml, parse_overrides, to_dict,
+                          validate_tree)
+
+
+@dataclass
+class Inner:
+    rho: float = field(1.0, help="threshold")
+    kind: Literal["a", "b"] = field("a", help="choice")
+
+    def validate(self) -> None:
+        if self.rho <= 0:
+            raise ValueError(f"sec.inner.rho must be > 0, got {self.rho}")
+
+
+@dataclass
+class Section:
+    steps: int = field(10, help="steps")
+    name: Optional[str] = field(None, help="name")
+    flag: bool = field(False, help="flag")
+    sizes: list[int] = field(default_factory=lambda: [1, 2], help="sizes")
+    inner: Inner = field(default_factory=Inner, help="nested")
+
+
+@dataclass
+class Root:
+    sec: Section = field(default_factory=Section, help="section")
+
+
+def test_defaults_and_types():
+    cfg = build_section(Root, {}, prefix="")
+    assert cfg.sec.steps == 10 and cfg.sec.inner.kind == "a"
+    cfg = build_section(Root, {"sec": {"steps": 3, "flag": True, "inner": {"rho": 2}}}, prefix="")
+    assert cfg.sec.steps == 3 and cfg.sec.flag is True and cfg.sec.inner.rho == 2.0
+
+
+def test_unknown_key_names_it_and_lists_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        build_section(Root, {"sec": {"stepz": 3}}, prefix="")
+    msg = str(err.value)
+    assert "sec.stepz" in msg and "steps" in msg and "flag" in msg and "inner" in msg
+
+
+def test_wrong_type_and_literal_are_errors():
+    with pytest.raises(ConfigError, match=r"sec\.steps.*integer"):
+        build_section(Root, {"sec": {"steps": "many"}}, prefix="")
+    with pytest.raises(ConfigError, match=r"sec\.inner\.kind.*'a', 'b'"):
+        build_section(Root, {"sec": {"inner": {"kind": "c"}}}, prefix="")
+    with pytest.raises(ConfigError, match=r"sec\.steps"):
+        build_section(Root, {"sec": {"steps": 2.5}}, prefix="")
+
+
+def test_validate_tree_wraps_value_errors():
+    cfg = build_section(Root, {"sec": {"inner": {"rho": -1}}}, prefix="")
+    with pytest.raises(ConfigError, match=r"sec\.inner\.rho must be > 0"):
+        validate_tree(cfg)
+
+
+def test_cli_overrides_parse_like_toml():
+    path, over = parse_overrides(["--config", "x.toml", "--sec.steps=5", "--sec.flag", "true",
+                                  "--sec.sizes=3,4", "--sec.name=run1", "--sec.inner.rho=1e-3"])
+    assert path == "x.toml"
+    cfg = build_section(Root, over, prefix="")
+    assert cfg.sec.steps == 5 and cfg.sec.flag is True and cfg.sec.sizes == [3, 4]
+    assert cfg.sec.name == "run1" and cfg.sec.inner.rho == 1e-3
+
+
+def test_cli_rejects_bare_values_and_missing_values():
+    with pytest.raises(ConfigError, match="unexpected argument"):
+        parse_overrides(["steps=3"])
+    with pytest.raises(ConfigError, match="has no value"):
+        parse_overrides(["--sec.steps"])
+
+
+def test_toml_include_and_errors(tmp_path):
+    (tmp_path / "base.toml").write_text("[sec]\nsteps = 7\nflag = true\n")
+    (tmp_path / "top.toml").write_text('include = ["base.toml"]\n[sec]\nsteps = 9\n')
+    assert load_toml(tmp_path / "top.toml") == {"sec": {"steps": 9, "flag": True}}
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_toml(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[sec\n")
+    with pytest.raises(ConfigError, match="bad.toml.*not valid TOML"):
+        load_toml(tmp_path / "bad.toml")
+
+
+def test_to_dict_and_iter_fields_cover_every_leaf():
+    cfg = build_section(Root, {}, prefix="")
+    assert to_dict(cfg) == {"sec": {"steps": 10, "flag": False, "sizes": [1, 2], "inner": {"rho": 1.0, "kind": "a"}}}
+    keys = [k for k, *_ in iter_fields(Root)]
+    assert keys == ["sec.steps", "sec.name", "sec.flag", "sec.sizes", "sec.inner.rho", "sec.inner.kind"]
