@@ -104,6 +104,7 @@ def write_shard(path: PathLike, tokens) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _default_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(header)
             handle.write(array.tobytes())
@@ -118,6 +119,13 @@ def write_shard(path: PathLike, tokens) -> Path:
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def _default_file_mode() -> int:
+    """The mode ``open()`` would give a new file (mkstemp's is 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,0 +1,68 @@
+"""Tokenize batches of documents, in worker processes, in source order, with bounded memory."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from data.shards import MAX_TOKEN_ID
+from data.tokenizer import EOT, gpt2_encoding
+
+
+@dataclass
+class TokenizedBatch:
+    """The tokens of consecutive documents, each preceded by ``<|endoftext|>``.
+
+    ``doc_lengths[i]`` counts document i's tokens including its EOT, so the batch's documents
+    can be told apart (needed to resume at an exact document).
+    """
+
+    tokens: np.ndarray  # uint16
+    doc_lengths: np.ndarray  # int64
+
+
+def tokenize_documents(texts: list[str]) -> TokenizedBatch:
+    """``[EOT, *encode(text)]`` for each text, concatenated as uint16 (ids checked to fit)."""
+    encoding = gpt2_encoding()
+    flat: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        ids = encoding.encode_ordinary(text)
+        lengths[i] = len(ids) + 1
+        flat.append(EOT)
+        flat.extend(ids)
+    tokens = np.array(flat, dtype=np.int64)
+    if tokens.size and (int(tokens.max()) > MAX_TOKEN_ID or int(tokens.min()) < 0):
+        raise ValueError(f"token id {int(tokens.max())} does not fit uint16 (max {MAX_TOKEN_ID})")
+    return TokenizedBatch(tokens=tokens.astype(np.uint16), doc_lengths=lengths)
+
+
+def tokenize_batches(batches: Iterable[list[str]], workers: int) -> Iterator[TokenizedBatch]:
+    """Tokenized batches in input order.
+
+    ``workers == 0`` tokenizes in this process. Otherwise a pool of ``workers`` processes does,
+    with at most ``2 * workers + 1`` batches in flight: unlike ``Pool.imap``, whose feeder thread
+    drains the whole input, reading stops while the workers are busy, so memory stays bounded
+    however large the source.
+    """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if workers == 0:
+        for texts in batches:
+            yield tokenize_documents(texts)
+        return
+    max_in_flight = 2 * workers + 1
+    # spawn, not fork: the parent may hold pyarrow / datasets threads, which fork does not copy safely.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers) as pool:
+        pending: collections.deque = collections.deque()
+        for texts in batches:
+            pending.append(pool.apply_async(tokenize_documents, (texts,)))
+            if len(pending) >= max_in_flight:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
