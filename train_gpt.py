@@ -155,7 +155,8 @@ def train(cfg: Config, dist: DistInfo) -> None:
             raise NonFiniteError(f"{consecutive_bad} consecutive steps had a non-finite loss or gradient "
                                  f"(train.max_nonfinite_steps); stopping at step {step}. The last good "
                                  f"checkpoint in {checkpoint.checkpoint_dir(out_dir)} is kept.")
-        if (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0) or step == last_step:
+        due = (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0) or step == last_step
+        if due and consecutive_bad == 0:  # never checkpoint in the middle of a non-finite streak
             save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, train_loader)
     if wandb is not None:
         wandb.finish()

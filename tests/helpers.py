@@ -1,0 +1,56 @@
+"""Shared helpers of the end-to-end tests: run the trainer as a user would, read its metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY = str(REPO_ROOT / "configs" / "tiny.toml")
+
+# Small, quick settings on top of configs/tiny.toml for tests.
+FAST = ["--train.eval_every=0", "--train.eval_tokens=2048", "--train.log_every=1", "--train.warmup_steps=0",
+        "--train.warmdown_frac=0"]
+
+
+def env(threads: int = 1) -> dict:
+    out = dict(os.environ)
+    out.update(OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    return out
+
+
+def train_cmd(*args: str, nproc: int = 0, extra_torchrun: tuple[str, ...] = ()) -> list[str]:
+    if nproc:
+        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *extra_torchrun]
+    else:
+        launcher = [sys.executable]
+    return [*launcher, str(REPO_ROOT / "train_gpt.py"), "--config", TINY, *FAST, *args]
+
+
+def run_train(*args: str, nproc: int = 0, extra_torchrun: tuple[str, ...] = (), timeout: int = 300,
+              check: bool = True) -> subprocess.CompletedProcess:
+    if nproc and "--standalone" not in extra_torchrun and not any("rdzv" in a for a in extra_torchrun):
+        extra_torchrun = ("--standalone", *extra_torchrun)
+    proc = subprocess.run(train_cmd(*args, nproc=nproc, extra_torchrun=extra_torchrun), cwd=REPO_ROOT, env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"trainer failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def metrics(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def losses(out_dir: Path) -> list[float]:
+    return [m["train_loss"] for m in metrics(out_dir)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,51 @@
+"""The non-finite policy: skip and count the step; stop after too many in a row, keeping the last checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import train_gpt
+from model import GPT
+from tests.helpers import FAST, TINY, metrics
+from trainer import checkpoint
+
+
+@pytest.fixture
+def poisoned_forward(monkeypatch):
+    """Make the training forward pass return a NaN loss on chosen calls (1-based)."""
+    original = GPT.forward
+    state = {"calls": 0, "bad": set()}
+
+    def forward(self, idx, targets=None):
+        logits, loss = original(self, idx, targets)
+        if targets is not None and self.training:
+            state["calls"] += 1
+            if state["calls"] in state["bad"]:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", forward)
+    torch.set_num_threads(1)
+    return state
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path, poisoned_forward):
+    poisoned_forward["bad"] = {3, 4}
+    assert train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={tmp_path}", "--train.steps=6"]) == 0
+    records = metrics(tmp_path)
+    assert [bool(r.get("skipped")) for r in records] == [False, False, True, True, False, False]
+    assert records[-1]["skipped_steps"] == 2
+    assert all(math.isfinite(r["train_loss"]) for r in records if not r.get("skipped"))
+
+
+def test_too_many_nonfinite_steps_stop_the_run(tmp_path, poisoned_forward, capsys):
+    poisoned_forward["bad"] = set(range(5, 100))
+    code = train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={tmp_path}", "--train.steps=20",
+                           "--train.checkpoint_every=2", "--train.max_nonfinite_steps=3"])
+    assert code == 1
+    assert "3 consecutive steps had a non-finite" in capsys.readouterr().err
+    state, path = checkpoint.latest(tmp_path)
+    assert state["step"] == 4 and path.name == "step_0000004.pt"
