@@ -21,7 +21,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+        weight = None if self.weight is None else self.weight.to(x.dtype)  # bf16 q/k under autocast: fused kernel
+        return F.rms_norm(x, (self.dim,), weight, self.eps)
 
 
 def build_norm(cfg: ModelConfig, dim: int) -> nn.Module:
@@ -33,21 +34,27 @@ def build_norm(cfg: ModelConfig, dim: int) -> nn.Module:
     raise ValueError(f"model.norm must be one of ['layernorm', 'rmsnorm'], got {cfg.norm!r}")
 
 
-class RotaryEmbedding(nn.Module):
-    """RoPE tables (Su et al. 2021, eq. 34): angle theta_{t,i} = t * base^(-2i/head_dim), i < head_dim/2.
+def rope_tables(head_dim: int, max_len: int, base: float, dtype: torch.dtype = torch.float32):
+    """RoPE angles (Su et al. 2021, eq. 15): theta_{t,i} = t * base^(-2i/head_dim) for t < max_len, i < head_dim/2.
 
-    Holds cos/sin for positions 0..max_len-1 in fp32 as non-persistent buffers (not in the state dict); one instance is
-    shared by every block.
+    Returns (cos, sin), each (max_len, head_dim/2), computed in float64 and cast to `dtype`.
     """
+    if head_dim % 2 != 0:
+        raise ValueError(f"model.head_dim must be even for RoPE, got {head_dim}")
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Holds the RoPE cos/sin tables for positions 0..max_len-1 in fp32 as non-persistent buffers (not in the state
+    dict); one instance is shared by every block."""
 
     def __init__(self, head_dim: int, max_len: int, base: float):
         super().__init__()
-        if head_dim % 2 != 0:
-            raise ValueError(f"model.head_dim must be even for RoPE, got {head_dim}")
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        cos, sin = rope_tables(head_dim, max_len, base)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each (seq_len, head_dim/2)."""
@@ -55,16 +62,16 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, T, H, D) by the per-position angles; pairs are (x[..., i], x[..., i + D/2]) (half-split layout).
+    """Rotate x (B, T, H, D) by its positions' angles (Su et al. 2021, eq. 34), pairs (x[..., i], x[..., i + D/2])
+    (the half-split layout of GPT-NeoX): (x1, x2) -> (x1 cos - x2 sin, x1 sin + x2 cos), i.e. (x1 + i x2) e^{i theta}.
 
-    (x1, x2) -> (x1 cos + x2 sin, -x1 sin + x2 cos): the same rotation for every head, so <R_m q, R_n k> depends on
-    positions only through m - n.
+    Every head gets the same rotation, so <R_m q, R_n k> depends on the positions only through m - n.
     """
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     cos = cos[None, :, None, :].to(x.dtype)
     sin = sin[None, :, None, :].to(x.dtype)
-    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
 RopeTables = Optional[tuple[torch.Tensor, torch.Tensor]]
