@@ -1,1 +1,40 @@
+"""Optimizers for GPT pretraining: AdamW and Muon baselines, the clipped SGD family (GClip, delta-GClip, normalized
+SGD) and the Scion family (Scion, Clipped Scion, constrained and unconstrained), plus gradient regularization.
 
+`optim.build(model, cfg)` builds `cfg.name` from the registry with the parameter-group rules of `cfg.groups`.
+See docs/optimizers.md.
+"""
+from __future__ import annotations
+
+import torch
+
+from .adamw import AdamW
+from .clipped_sgd import SGD, ClippedSGD, DeltaGClip, GClip, NormalizedSGD
+from .config import GroupRule, GroupRules, GRConfig, OPTIMIZER_NAMES, OptimConfig
+from .gr import GradientRegularization
+from .groups import build_param_groups, resolve_roles
+from .groups import describe_assignment as _describe
+from .lmo import LMOSpec, dual_norm, layer_norm, lmo, lmo_many
+from .muon import Muon
+from .newton_schulz import newton_schulz5, orthogonalize
+from .registry import REGISTRY, build
+from .scion import ClippedScion, Scion
+
+
+def describe_assignment(model: torch.nn.Module, cfg: OptimConfig) -> str:
+    """The resolved role of every parameter under `cfg.groups`, as text for the run log."""
+    return _describe(list(model.named_parameters()), cfg)
+
+
+def step_stats(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """0-dim device tensors from the optimizer's last step (empty for optimizers without `stats()`)."""
+    stats = getattr(optimizer, "stats", None)
+    return stats() if callable(stats) else {}
+
+
+__all__ = [
+    "AdamW", "ClippedSGD", "ClippedScion", "DeltaGClip", "GClip", "GRConfig", "GradientRegularization", "GroupRule",
+    "GroupRules", "LMOSpec", "Muon", "NormalizedSGD", "OPTIMIZER_NAMES", "OptimConfig", "REGISTRY", "SGD", "Scion",
+    "build", "build_param_groups", "describe_assignment", "dual_norm", "layer_norm", "lmo", "lmo_many",
+    "newton_schulz5", "orthogonalize", "resolve_roles", "step_stats",
+]

@@ -1,0 +1,119 @@
+"""The SGD family as one composition: a clip factor of the gradient norm times a (momentum) SGD direction.
+
+    c = clip_factor(||g||)          none: 1                         (SGD)
+                                    gclip: min(1, gamma/||g||)       (Zhang et al. 2020, eq. 5)
+                                    dgclip: min(1, max(delta, gamma/||g||))   (Tucat et al. 2025, Def. 2)
+                                    normalized: 1/(||g|| + beta)     (Zhang et al. 2020, eq. 6)
+    g' = c g;  m = mu m + g';  u = g' + mu m (Nesterov) or m;  p -= lr (u + c wd p)   [coupled, the default]
+                                                               p = p (1 - lr wd) - lr u  [decoupled]
+
+||g|| is the L2 norm over **all** parameters of the optimizer (`norm_scope="global"`, the papers' definition; under
+DDP the gradients are already averaged) or per parameter group (`"group"`). Momentum is off by default as in the
+papers; with momentum the gradient is clipped *before* it enters the buffer (clip-then-average). Weight decay is
+coupled by default (added after the norm and scaled by c, as in the delta-GClip reference code); `"decoupled"` is the
+AdamW-style alternative. The math runs in `kernels.clipped_sgd_update_` (torch reference on CPU, Triton on CUDA).
+"""
+from __future__ import annotations
+
+import torch
+
+import kernels
+
+from .base import OptimizerStatsMixin, finite_flag, params_with_grads
+
+
+class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
+    """SGD whose step is scaled by a clip factor of the gradient norm; `rule` in none|gclip|dgclip|normalized."""
+
+    def __init__(self, params, lr: float, *, rule: str = "none", gamma: float | None = None, delta: float = 0.0,
+                 beta: float = 0.0, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 weight_decay_mode: str = "coupled", norm_scope: str = "global", backend: str = "auto"):
+        if lr < 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if rule not in kernels.CLIP_RULES:
+            raise ValueError(f"rule must be one of {kernels.CLIP_RULES}, got {rule!r}")
+        if rule in ("gclip", "dgclip") and not (gamma is not None and gamma > 0):
+            raise ValueError(f"rule {rule!r} needs gamma > 0, got {gamma}")
+        if not 0 <= delta <= 1:
+            raise ValueError(f"delta must be in [0, 1], got {delta}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        if weight_decay_mode not in kernels.WEIGHT_DECAY_MODES:
+            raise ValueError(f"weight_decay_mode must be one of {kernels.WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}")
+        if norm_scope not in ("global", "group"):
+            raise ValueError(f"norm_scope must be 'global' or 'group', got {norm_scope!r}")
+        defaults = dict(lr=lr, rule=rule, gamma=gamma, delta=delta, beta=beta, momentum=momentum, nesterov=nesterov,
+                        weight_decay=weight_decay, weight_decay_mode=weight_decay_mode)
+        super().__init__(params, defaults)
+        self.norm_scope = norm_scope
+        self.backend = backend
+
+    def _clip_kwargs(self, group: dict) -> dict:
+        return dict(rule=group["rule"], gamma=group["gamma"], delta=group["delta"], beta=group["beta"])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = [(group, *params_with_grads(group)) for group in self.param_groups]
+        work = [w for w in work if w[1]]
+        if not work:
+            return loss
+        global_norm = kernels.global_norm([g for _, _, grads in work for g in grads], backend=self.backend)
+        ok = finite_flag(global_norm)
+        nan = torch.full_like(global_norm, float("nan"))
+        for group, params, grads in work:
+            if self.norm_scope == "global":
+                norm = global_norm
+            else:  # a non-finite gradient anywhere skips every group
+                norm = torch.where(ok, kernels.global_norm(grads, backend=self.backend), nan)
+            momenta = None
+            if group["momentum"] > 0:
+                momenta = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            kernels.clipped_sgd_update_(
+                params, grads, momenta, norm, lr=float(group["lr"]), momentum=group["momentum"],
+                nesterov=group["nesterov"], weight_decay=float(group["weight_decay"]),
+                weight_decay_mode=group["weight_decay_mode"], backend=self.backend, **self._clip_kwargs(group))
+        first = work[0][0]
+        factor = kernels.clip_factor(global_norm, **self._clip_kwargs(first)) if self.norm_scope == "global" \
+            else torch.where(ok, torch.ones_like(global_norm), nan)
+        self._record(ok, grad_norm=global_norm, clip_factor=factor)
+        return loss
+
+
+class SGD(ClippedSGD):
+    """SGD with (Nesterov) momentum through the same kernel (rule "none")."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 **kwargs):
+        super().__init__(params, lr, rule="none", momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                         **kwargs)
+
+
+class GClip(ClippedSGD):
+    """Clipped GD, step lr*min(1, gamma/||g||) (Zhang et al., ICLR 2020, eq. 5)."""
+
+    def __init__(self, params, lr: float, gamma: float, momentum: float = 0.0, weight_decay: float = 0.0, **kwargs):
+        super().__init__(params, lr, rule="gclip", gamma=gamma, momentum=momentum, weight_decay=weight_decay, **kwargs)
+
+
+class DeltaGClip(ClippedSGD):
+    """delta-regularized GClip, step h = lr*min(1, max(delta, gamma/||g||)) in [lr*delta, lr] (Tucat et al. 2025)."""
+
+    def __init__(self, params, lr: float, gamma: float, delta: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0, **kwargs):
+        super().__init__(params, lr, rule="dgclip", gamma=gamma, delta=delta, momentum=momentum,
+                         weight_decay=weight_decay, **kwargs)
+
+
+class NormalizedSGD(ClippedSGD):
+    """Normalized GD, step lr/(||g|| + beta) (Zhang et al., ICLR 2020, eq. 6)."""
+
+    def __init__(self, params, lr: float, beta: float = 1e-8, momentum: float = 0.0, weight_decay: float = 0.0,
+                 **kwargs):
+        super().__init__(params, lr, rule="normalized", beta=beta, momentum=momentum, weight_decay=weight_decay,
+                         **kwargs)

@@ -1,0 +1,128 @@
+"""Linear minimization oracles (LMOs) of the layer norms used by Scion / Clipped Scion, with their primal and dual norms.
+
+lmo(d) = argmin_{||s|| <= 1} <d, s> points *against* d (Pethick et al. 2025, eq. 1.1), so -<d, lmo(d)> = ||d||_* >= 0.
+The layer norms carry the dimension scalings of Scion (Pethick et al., ICML 2025, Tables 2-4), written for the
+"math" matrix M of shape (d_out, d_in); `transpose=True` says the stored tensor is (d_in, d_out), as an embedding
+table (vocab, d) is. `normalized` selects the hidden-layer scaling (default per norm, see DEFAULT_NORMALIZED):
+
+| norm      | ||M||                                   | lmo(M)                                    |
+|-----------|-----------------------------------------|-------------------------------------------|
+| spectral  | ||M||_2 / s,  s = sqrt(d_out/d_in)       | -s * UV^T  (UV^T by Newton-Schulz)         |
+|           |   (normalized=False: s = sqrt(d_out))   |                                           |
+| sign      | d_in * max|M_ij|  (False: max|M_ij|)    | -sign(M) / d_in                            |
+| colnorm   | max_j ||M_:j||_2 / sqrt(d_out) * c       | col_j -> -sqrt(d_out)/c * M_:j/||M_:j||     |
+|           |   c = d_in if normalized else 1         |                                           |
+| rownorm   | max_i ||M_i:||_2 * c,  c = sqrt(d_in)    | row_i -> -M_i:/(c ||M_i:||)                |
+|           |   if normalized else 1                  |                                           |
+| bias_rms  | ||b||_RMS = ||b||_2/sqrt(n)              | -b / ||b||_RMS                             |
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .newton_schulz import orthogonalize
+
+NORMS = ("spectral", "sign", "colnorm", "rownorm", "bias_rms")
+DEFAULT_NORMALIZED = {"spectral": True, "sign": True, "colnorm": False, "rownorm": True, "bias_rms": True}
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class LMOSpec:
+    """Which norm ball a tensor's update lives in: the norm, its scaling flag, and the stored orientation."""
+    norm: str
+    normalized: bool | None = None
+    transpose: bool = False
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}")
+
+    @property
+    def is_normalized(self) -> bool:
+        return DEFAULT_NORMALIZED[self.norm] if self.normalized is None else self.normalized
+
+
+def _math_view(t: torch.Tensor, spec: LMOSpec) -> torch.Tensor:
+    if spec.norm == "bias_rms":
+        return t
+    if t.ndim != 2:
+        raise ValueError(f"norm {spec.norm!r} needs a 2-D tensor, got shape {tuple(t.shape)}; use 'bias_rms' for vectors")
+    return t.mT if spec.transpose else t
+
+
+def spectral_scale(shape: tuple[int, ...], spec: LMOSpec) -> float:
+    """The factor s in lmo = -s * UV^T for a stored tensor of `shape`."""
+    d_out, d_in = (shape[1], shape[0]) if spec.transpose else (shape[0], shape[1])
+    return math.sqrt(d_out / d_in) if spec.is_normalized else math.sqrt(d_out)
+
+
+def lmo(d: torch.Tensor, spec: LMOSpec, *, orthogonalized: torch.Tensor | None = None, ns_steps: int = 5,
+        ns_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """lmo(d) of one tensor (new tensor, d's dtype). For spectral, pass `orthogonalized` (≈UV^T of d) to reuse a batch."""
+    M = _math_view(d, spec)
+    if spec.norm == "spectral":
+        O = orthogonalized if orthogonalized is not None else orthogonalize([d], steps=ns_steps, dtype=ns_dtype,
+                                                                           split_across_ranks=False)[0]
+        return O * (-spectral_scale(tuple(d.shape), spec))
+    if spec.norm == "sign":
+        c = M.size(1) if spec.is_normalized else 1
+        return torch.sign(d) * (-1.0 / c)
+    if spec.norm == "colnorm":
+        d_out, d_in = M.shape
+        col = M.norm(dim=0, keepdim=True) / math.sqrt(d_out) * (d_in if spec.is_normalized else 1)
+        out = -M / (col + _EPS)
+    elif spec.norm == "rownorm":
+        d_in = M.size(1)
+        row = M.norm(dim=1, keepdim=True) * (math.sqrt(d_in) if spec.is_normalized else 1)
+        out = -M / (row + _EPS)
+    else:  # bias_rms
+        rms = d.norm() / math.sqrt(d.numel())
+        return -d / (rms + _EPS)
+    return out.mT if spec.transpose else out
+
+
+def lmo_many(ds: list[torch.Tensor], specs: list[LMOSpec], *, ns_steps: int = 5,
+             ns_dtype: torch.dtype = torch.bfloat16, split_across_ranks: bool = True,
+             process_group=None) -> list[torch.Tensor]:
+    """lmo of every tensor; all spectral ones go through one batched (and rank-split) Newton-Schulz call."""
+    spectral = [i for i, s in enumerate(specs) if s.norm == "spectral"]
+    for i in spectral:
+        _math_view(ds[i], specs[i])
+    ortho = orthogonalize([ds[i] for i in spectral], steps=ns_steps, dtype=ns_dtype,
+                          split_across_ranks=split_across_ranks, process_group=process_group)
+    by_index = dict(zip(spectral, ortho))
+    return [lmo(d, s, orthogonalized=by_index.get(i)) for i, (d, s) in enumerate(zip(ds, specs))]
+
+
+def layer_norm(w: torch.Tensor, spec: LMOSpec) -> torch.Tensor:
+    """The primal layer norm ||w|| whose unit ball lmo minimizes over (exact; spectral via SVD)."""
+    M = _math_view(w, spec)
+    if spec.norm == "spectral":
+        return torch.linalg.matrix_norm(M, ord=2) / spectral_scale(tuple(w.shape), spec)
+    if spec.norm == "sign":
+        return M.abs().max() * (M.size(1) if spec.is_normalized else 1)
+    if spec.norm == "colnorm":
+        d_out, d_in = M.shape
+        return M.norm(dim=0).max() / math.sqrt(d_out) * (d_in if spec.is_normalized else 1)
+    if spec.norm == "rownorm":
+        return M.norm(dim=1).max() * (math.sqrt(M.size(1)) if spec.is_normalized else 1)
+    return w.norm() / math.sqrt(w.numel())
+
+
+def dual_norm(d: torch.Tensor, spec: LMOSpec) -> torch.Tensor:
+    """||d||_* = max_{||s||<=1} <d, s> = -<d, lmo(d)> (exact; spectral via the nuclear norm)."""
+    M = _math_view(d, spec)
+    if spec.norm == "spectral":
+        return torch.linalg.matrix_norm(M, ord="nuc") * spectral_scale(tuple(d.shape), spec)
+    if spec.norm == "sign":
+        return M.abs().sum() / (M.size(1) if spec.is_normalized else 1)
+    if spec.norm == "colnorm":
+        d_out, d_in = M.shape
+        return M.norm(dim=0).sum() * math.sqrt(d_out) / (d_in if spec.is_normalized else 1)
+    if spec.norm == "rownorm":
+        return M.norm(dim=1).sum() / (math.sqrt(M.size(1)) if spec.is_normalized else 1)
+    return d.norm() * math.sqrt(d.numel())

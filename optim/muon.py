@@ -1,0 +1,108 @@
+"""Muon baseline: Nesterov momentum + Newton-Schulz orthogonalization for hidden matrices, AdamW for the rest.
+
+Muon groups (`use_muon=True`, 2-D parameters; Jordan et al. 2024, as in modded-nanogpt):
+    m = mu m + g;  u = g + mu m (Nesterov) or m;  p = p (1 - lr wd) - lr * sqrt(max(1, d_out/d_in)) * NS5(u)
+AdamW groups (`use_muon=False`): decoupled-weight-decay Adam (Loshchilov & Hutter 2019), as torch.optim.AdamW.
+Every quantity stays on the device: the Adam step counter is a device tensor and a non-finite gradient turns every
+update into an exact no-op through device-side factors (no host sync).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+import kernels
+
+from .base import OptimizerStatsMixin, finite_flag, params_with_grads, zero_where_not_
+from .newton_schulz import orthogonalize
+
+_NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
+    """Muon for groups with `use_muon=True` (default), AdamW (betas, eps) for groups with `use_muon=False`."""
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, *,
+                 use_muon: bool = True, ns_steps: int = 5, ns_dtype: str | torch.dtype = "bfloat16",
+                 split_across_ranks: bool = True, process_group=None, backend: str = "auto"):
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, betas=tuple(betas),
+                        eps=eps, use_muon=use_muon)
+        super().__init__(params, defaults)
+        for i, group in enumerate(self.param_groups):
+            if group["use_muon"] and any(p.ndim != 2 for p in group["params"]):
+                raise ValueError(f"param group {i}: Muon orthogonalizes 2-D matrices only; put other tensors in a "
+                                 f"group with use_muon=False")
+        self.ns_steps = ns_steps
+        self.ns_dtype = _NS_DTYPES[ns_dtype] if isinstance(ns_dtype, str) else ns_dtype
+        self.split_across_ranks = split_across_ranks
+        self.process_group = process_group
+        self.backend = backend
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = [(group, *params_with_grads(group)) for group in self.param_groups]
+        work = [w for w in work if w[1]]
+        if not work:
+            return loss
+        grad_norm = kernels.global_norm([g for _, _, gs in work for g in gs], backend=self.backend)
+        ok = finite_flag(grad_norm)
+        okf = ok.to(torch.float32)
+        for _, _, grads in work:
+            zero_where_not_(grads, ok)
+        self._muon_step([w for w in work if w[0]["use_muon"]], ok, okf)
+        for group, params, grads in work:
+            if not group["use_muon"]:
+                self._adamw_step(group, params, grads, ok, okf)
+        self._record(ok, grad_norm=grad_norm)
+        return loss
+
+    def _muon_step(self, work, ok, okf) -> None:
+        if not work:
+            return
+        updates, targets = [], []
+        for group, params, grads in work:
+            mu = group["momentum"]
+            mu_eff = torch.where(ok, torch.tensor(mu, device=ok.device), torch.ones((), device=ok.device))
+            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            torch._foreach_mul_(bufs, mu_eff)
+            torch._foreach_add_(bufs, grads)
+            updates += torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else list(bufs)
+            targets += [(group, p) for p in params]
+        ortho = orthogonalize(updates, steps=self.ns_steps, dtype=self.ns_dtype,
+                              split_across_ranks=self.split_across_ranks, process_group=self.process_group)
+        for (group, p), o in zip(targets, ortho):
+            lr = float(group["lr"])
+            shape_scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))
+            p.mul_(1 - lr * float(group["weight_decay"]) * okf)
+            p.add_(o * (-lr * shape_scale * okf))
+
+    def _adamw_step(self, group, params, grads, ok, okf) -> None:
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
+        one = torch.ones((), device=ok.device)
+        b1 = torch.where(ok, torch.tensor(beta1, device=ok.device), one)
+        b2 = torch.where(ok, torch.tensor(beta2, device=ok.device), one)
+        for p, g in zip(params, grads):
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            state["step"].add_(okf)
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m.mul_(b1).add_(g * (1 - b1))
+            v.mul_(b2).add_(g * g * (1 - b2))
+            t = state["step"].clamp(min=1)
+            bc1 = 1 - torch.pow(beta1, t)
+            bc2 = 1 - torch.pow(beta2, t)
+            denom = (v.sqrt() / bc2.sqrt()).add_(eps)
+            p.mul_(1 - lr * wd * okf)
+            p.add_(m / denom * (-lr * okf / bc1))
