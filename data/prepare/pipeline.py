@@ -19,7 +19,7 @@ import numpy as np
 
 from data import shards
 
-from .sources import PrepareError, SourceSpec, iter_text_batches
+from .sources import PrepareError, SourceSpec, open_text_batches
 from .state import (
     TOKENIZER,
     Position,
@@ -213,14 +213,16 @@ def prepare(config: PrepareConfig) -> Summary:
     summary = Summary(out_dir=out_dir, resumed=progress.next_index > 0 and not progress.finished)
     if warning:
         summary.warnings.append(warning)
-    if not has_manifest:
-        write_json_atomic(out_dir / MANIFEST_NAME, manifest)
-    remove_unrecorded_files(out_dir, config.shard_prefix, progress)
     start = time.perf_counter()
     if progress.finished:
         summary.already_complete = True
     else:
-        summary.tokens_this_run = _run(config, progress)
+        # Open the source first: a bad source fails before anything is written.
+        batches = open_text_batches(config.source, config.batch_documents, progress.position.document)
+        if not has_manifest:
+            write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+        remove_unrecorded_files(out_dir, config.shard_prefix, progress)
+        summary.tokens_this_run = _run(config, progress, batches)
     summary.seconds = time.perf_counter() - start
     for split in ("val", "train"):
         summary.shards[split] = sum(1 for s in progress.shards if s.split == split)
@@ -233,14 +235,13 @@ def prepare(config: PrepareConfig) -> Summary:
     return summary
 
 
-def _run(config: PrepareConfig, progress: Progress) -> int:
+def _run(config: PrepareConfig, progress: Progress, batches) -> int:
     """Tokenize from the saved position to the end (or ``max_tokens``); returns tokens written."""
     from tqdm import tqdm
 
     start = progress.position
     writer = ShardSequenceWriter(config, progress)
     written_before = sum(s.tokens for s in progress.shards)
-    batches = iter_text_batches(config.source, config.batch_documents, skip_documents=start.document)
     document, skip = start.document, start.offset
     total = config.max_tokens
     bar = tqdm(total=total, initial=written_before, unit="tok", unit_scale=True, disable=not config.progress,

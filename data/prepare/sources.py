@@ -8,6 +8,7 @@ of texts; ``datasets`` is imported only here, lazily, because it is slow to impo
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,21 +159,28 @@ def open_dataset(spec: SourceSpec):
     return _open_local(spec) if is_local(spec.source) else _open_hub(spec)
 
 
-def iter_text_batches(spec: SourceSpec, batch_size: int, skip_documents: int = 0) -> Iterator[list[str]]:
+def open_text_batches(spec: SourceSpec, batch_size: int, skip_documents: int = 0) -> Iterator[list[str]]:
     """Lists of at most ``batch_size`` texts, in source order, after the first ``skip_documents``.
 
-    Raises ``PrepareError`` when the text column is missing or a value is not a string.
+    The source is opened and its first batch read before this returns, so a missing file, an
+    unreadable file, a missing text column or an unreachable hub raise ``PrepareError`` here,
+    before any output is written.
     """
     dataset = open_dataset(spec)
-    column = spec.text_column
     columns = getattr(dataset, "column_names", None)
-    if columns is not None and column not in columns:
+    if columns is not None and spec.text_column not in columns:
         raise PrepareError(_missing_column_message(spec, columns))
     if columns is not None and len(columns) > 1:
-        dataset = dataset.select_columns([column])
+        dataset = dataset.select_columns([spec.text_column])
     if skip_documents:
         dataset = dataset.skip(skip_documents)
-    index = skip_documents
+    batches = _iter_checked_batches(spec, dataset, batch_size, skip_documents)
+    first = next(batches, None)
+    return batches if first is None else itertools.chain([first], batches)
+
+
+def _iter_checked_batches(spec: SourceSpec, dataset, batch_size: int, index: int) -> Iterator[list[str]]:
+    column = spec.text_column
     try:
         for batch in dataset.iter(batch_size=batch_size):
             if column not in batch:
