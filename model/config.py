@@ -16,7 +16,7 @@ from typing import Literal, Optional
 # gpt2-*: the four GPT-2 sizes (Radford et al. 2019; the nanoGPT `from_pretrained` table).
 # scion-1b: the Clipped Scion paper's 1B NanoGPT (Pethick et al. 2025, Table 4: n_embd 2560, 20 heads, so head dim
 # 128). The paper states "12 layers, head dim 128" for its NanoGPT runs and only widens the model for 1B, so we keep
-# 12 layers: 943.7M non-embedding parameters, 1.07B in all with the tied 50304 x 2560 embedding.
+# 12 layers: 943.7M non-embedding parameters, 1.072B in all with the tied 50304 x 2560 embedding (Scion recipe).
 PRESETS: dict[str, dict[str, int]] = {
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768),
     "gpt2-350m": dict(n_layer=24, n_head=16, n_embd=1024),
@@ -75,7 +75,6 @@ class ModelConfig:
         default="scaled",
         metadata={"help": "residual output projections: scaled = init_std/sqrt(2*n_layer) (GPT-2), zero (Scion code)"},
     )
-    compile: bool = field(default=False, metadata={"help": "the trainer wraps the model in torch.compile"})
 
     def resolved(self) -> "ModelConfig":
         """A copy with `n_layer/n_head/n_embd` filled from `preset` where unset and `head_dim` filled in."""

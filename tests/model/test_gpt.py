@@ -228,6 +228,7 @@ def test_sgd_steps_reduce_loss_on_a_fixed_batch(options):
     assert losses[-1] < losses[0] - 0.3, losses
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. rms_norm's "Mismatch dtype ... Cannot dispatch to fused"
 @pytest.mark.parametrize("options", [{}, MODERN], ids=["classic", "modern"])
 def test_works_under_bf16_autocast_on_cpu(options):
     model = tiny(**options)
