@@ -9,7 +9,10 @@ import torch.nn.functional as F
 from model import ModelConfig
 from model.layers import MLP, CausalSelfAttention, RMSNorm, RotaryEmbedding, apply_rotary, rope_tables
 
-torch.manual_seed(0)
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
 
 
 def rms_norm_ref(x, weight, eps):
