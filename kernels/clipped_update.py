@@ -12,11 +12,17 @@ If ``norm`` is non-finite nothing is written. Parameters may be fp32 or bf16; th
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
-from kernels.clip_factor import clip_factor, validate_clip_args
+from kernels.chunk_table import block_size, chunk_table
+from kernels.clip_factor import CLIP_RULES, clip_factor, validate_clip_args
 from kernels.dispatch import as_tensor_list, check_matching, check_python_float, resolve_backend
+from kernels.triton_common import TL_DTYPES, chunk_pointer, is_finite, launch, load_f32, store_as
 
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+BLOCK = 1024
+NUM_WARPS = 4
 
 
 def _select_(dsts: list[torch.Tensor], news: list[torch.Tensor], ok: torch.Tensor) -> None:
@@ -51,6 +57,92 @@ def clipped_sgd_update_torch(params, grads, momenta, norm, *, lr, rule, gamma, d
     _select_(params, p_new, ok)
     if momentum > 0:
         _select_(momenta, m_new, ok)
+
+
+@triton.jit
+def clip_factor_in_kernel(n, gamma, delta, beta, RULE: tl.constexpr):
+    """kernels.clip_factor for a finite norm n >= 0 (the caller has already excluded NaN/inf)."""
+    if RULE == 0:  # none
+        c = tl.full((), 1.0, tl.float32)
+    elif RULE == 1:  # gclip: min(1, γ/n); n = 0 gives 1
+        c = tl.where(n > gamma, gamma / tl.maximum(n, gamma), 1.0)  # the maximum only avoids evaluating γ/0
+    elif RULE == 2:  # dgclip: min(1, max(δ, γ/n)); n finite here, so maximum cannot meet a NaN
+        c = tl.where(n > gamma, tl.maximum(gamma / tl.maximum(n, gamma), delta), 1.0)
+    else:  # normalized: 1/(n + β); n + β = 0 gives 1
+        denom = n + beta
+        c = tl.where(denom > 0.0, 1.0 / tl.where(denom > 0.0, denom, 1.0), 1.0)
+    return c
+
+
+@triton.jit
+def _sgd_block(p_ptr, g_ptr, m_ptr, offsets, mask, c, lr, decay, c_wd, momentum, HAS_MOMENTUM: tl.constexpr,
+               NESTEROV: tl.constexpr, COUPLED: tl.constexpr, MASKED: tl.constexpr):
+    g = load_f32(g_ptr, offsets, mask, MASKED) * c
+    if HAS_MOMENTUM:
+        m = momentum * load_f32(m_ptr, offsets, mask, MASKED) + g
+        store_as(m_ptr, offsets, m, mask, MASKED)
+        if NESTEROV:
+            u = g + momentum * m
+        else:
+            u = m
+    else:
+        u = g
+    p = load_f32(p_ptr, offsets, mask, MASKED)
+    if COUPLED:
+        p = p - lr * (u + c_wd * p)
+    else:
+        p = p * decay - lr * u
+    store_as(p_ptr, offsets, p, mask, MASKED)
+
+
+@triton.jit
+def _clipped_sgd_kernel(rows_ptr, norm_ptr, lr, decay, weight_decay, momentum, gamma, delta, beta,
+                        RULE: tl.constexpr, HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
+                        COUPLED: tl.constexpr, P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr,
+                        M_DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per table row [p, g, (m,) count, tensor index]; reads the norm from device memory and
+    writes nothing when it is NaN or inf. ``decay`` = 1 − lr·wd (decoupled)."""
+    n = tl.load(norm_ptr)
+    if is_finite(n):
+        pid = tl.program_id(0).to(tl.int64)
+        if HAS_MOMENTUM:
+            row = rows_ptr + pid * 5
+            m_ptr = chunk_pointer(row, 2, M_DTYPE, ALIGNED)
+            count = tl.load(row + 3)
+        else:
+            row = rows_ptr + pid * 4
+            m_ptr = chunk_pointer(row, 1, G_DTYPE, ALIGNED)  # unused
+            count = tl.load(row + 2)
+        p_ptr = chunk_pointer(row, 0, P_DTYPE, ALIGNED)
+        g_ptr = chunk_pointer(row, 1, G_DTYPE, ALIGNED)
+        c = clip_factor_in_kernel(n, gamma, delta, beta, RULE)
+        c_wd = c * weight_decay
+        offsets = tl.arange(0, BLOCK)
+        num_full = (count // BLOCK) * BLOCK
+        for start in range(0, num_full, BLOCK):
+            _sgd_block(p_ptr, g_ptr, m_ptr, start + offsets, None, c, lr, decay, c_wd, momentum,
+                       HAS_MOMENTUM, NESTEROV, COUPLED, False)
+        tail = num_full + offsets
+        _sgd_block(p_ptr, g_ptr, m_ptr, tail, tail < count, c, lr, decay, c_wd, momentum,
+                   HAS_MOMENTUM, NESTEROV, COUPLED, True)
+
+
+def clipped_sgd_update_triton(params, grads, momenta, norm, *, lr, rule, gamma, delta, beta, momentum, nesterov,
+                              weight_decay, weight_decay_mode) -> None:
+    """Launcher: one launch per dtype signature of (param, grad, momentum) in the lists."""
+    if not params:
+        return
+    lists = [params, grads] + ([momenta] if momentum > 0 else [])
+    table = chunk_table(lists)
+    norm = norm.reshape(()).to(device=table.device, dtype=torch.float32)
+    for group in table.groups:
+        m_dtype = group.dtypes[2] if momentum > 0 else group.dtypes[1]
+        launch(_clipped_sgd_kernel, (group.num_rows,), group.rows, norm, lr, 1.0 - lr * weight_decay,
+               weight_decay, momentum, float(gamma or 0.0), delta, beta,
+               RULE=CLIP_RULES.index(rule), HAS_MOMENTUM=momentum > 0, NESTEROV=nesterov,
+               COUPLED=weight_decay_mode == "coupled", P_DTYPE=TL_DTYPES[group.dtypes[0]],
+               G_DTYPE=TL_DTYPES[group.dtypes[1]], M_DTYPE=TL_DTYPES[m_dtype], ALIGNED=group.aligned,
+               BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
 
 
 def check_update_args(params, grads, momenta, norm, *, lr, rule, gamma, delta, beta, momentum, nesterov,
@@ -95,5 +187,6 @@ def clipped_sgd_update_(params, grads, momenta, norm, *, lr, rule, gamma=None, d
     kwargs = dict(lr=lr, rule=rule, gamma=gamma, delta=delta, beta=beta, momentum=momentum, nesterov=nesterov,
                   weight_decay=weight_decay, weight_decay_mode=weight_decay_mode)
     if resolve_backend(backend, [params, grads, momenta], op=op) == "triton":
-        raise NotImplementedError(f"kernels.{op}: the Triton kernel lands in the next commit")
+        clipped_sgd_update_triton(params, grads, momenta, norm, **kwargs)
+        return
     clipped_sgd_update_torch(params, grads, momenta, norm, **kwargs)

@@ -1,8 +1,8 @@
 """Backend selection shared by every kernel entry point.
 
-``backend="auto"`` runs the Triton kernel when the tensors live on a CUDA device (or when the
-Triton interpreter is on, ``TRITON_INTERPRET=1``, which runs kernels on CPU tensors) and the torch
-reference otherwise; ``"triton"`` and ``"torch"`` force one. Inputs the kernels do not handle
+``backend="auto"`` runs the Triton kernel when the tensors live on a CUDA device and the torch reference
+otherwise; ``"triton"`` and ``"torch"`` force one (``"triton"`` on CPU tensors needs the Triton
+interpreter, ``TRITON_INTERPRET=1`` set before triton is imported). Inputs the kernels do not handle
 (non-contiguous tensors) fall back to the torch reference with a one-time warning naming the op.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Sequence
 import torch
 
 BACKENDS = ("auto", "triton", "torch")
-_TRITON_KERNELS_READY = False  # flipped when the Triton kernels land
 
 
 def triton_interpreter_enabled() -> bool:
@@ -61,10 +60,10 @@ def resolve_backend(backend: str, tensor_lists: Sequence[Sequence[torch.Tensor]]
     device = _device_of(lists)
     if backend == "torch":
         return "torch"
+    if backend == "auto" and not (device is not None and device.type == "cuda" and triton_available()):
+        return "torch"
     usable_device = device is None or device.type == "cuda" or (
         device.type == "cpu" and triton_interpreter_enabled())
-    if backend == "auto" and not (_TRITON_KERNELS_READY and usable_device and triton_available() and device is not None):
-        return "torch"
     if backend == "triton":
         if not triton_available():
             raise RuntimeError(f"kernels.{op}: backend='triton' needs the triton package, which is not installed")

@@ -5,8 +5,15 @@
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
+from kernels.chunk_table import block_size, chunk_table
 from kernels.dispatch import as_tensor_list, check_matching, check_python_float, resolve_backend
+from kernels.triton_common import TL_DTYPES, chunk_pointer, launch, load_f32, store_as
+
+BLOCK = 2048
+NUM_WARPS = 8
 
 
 def lerp_momentum_torch(ds: list[torch.Tensor], grads: list[torch.Tensor], alpha: float) -> None:
@@ -20,6 +27,38 @@ def lerp_momentum_torch(ds: list[torch.Tensor], grads: list[torch.Tensor], alpha
         torch._foreach_copy_([d for d, _ in low], [x for _, x in low])
 
 
+@triton.jit
+def _lerp_block(d_ptr, g_ptr, offsets, mask, keep, alpha, MASKED: tl.constexpr):
+    d = keep * load_f32(d_ptr, offsets, mask, MASKED) + alpha * load_f32(g_ptr, offsets, mask, MASKED)
+    store_as(d_ptr, offsets, d, mask, MASKED)
+
+
+@triton.jit
+def _lerp_kernel(rows_ptr, keep, alpha, D_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, ALIGNED: tl.constexpr,
+                 BLOCK: tl.constexpr):
+    """One program per table row [d, g, count, tensor index]: d = keep·d + alpha·g with keep = 1 − alpha."""
+    row = rows_ptr + tl.program_id(0).to(tl.int64) * 4
+    d_ptr = chunk_pointer(row, 0, D_DTYPE, ALIGNED)
+    g_ptr = chunk_pointer(row, 1, G_DTYPE, ALIGNED)
+    count = tl.load(row + 2)
+    offsets = tl.arange(0, BLOCK)
+    num_full = (count // BLOCK) * BLOCK
+    for start in range(0, num_full, BLOCK):
+        _lerp_block(d_ptr, g_ptr, start + offsets, None, keep, alpha, False)
+    tail = num_full + offsets
+    _lerp_block(d_ptr, g_ptr, tail, tail < count, keep, alpha, True)
+
+
+def lerp_momentum_triton(ds: list[torch.Tensor], grads: list[torch.Tensor], alpha: float) -> None:
+    """Launcher: one launch per (d, g) dtype pair in the lists."""
+    if not ds:
+        return
+    for group in chunk_table([ds, grads]).groups:
+        launch(_lerp_kernel, (group.num_rows,), group.rows, 1.0 - alpha, alpha,
+               D_DTYPE=TL_DTYPES[group.dtypes[0]], G_DTYPE=TL_DTYPES[group.dtypes[1]], ALIGNED=group.aligned,
+               BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
+
+
 def lerp_momentum_(ds, grads, alpha, backend: str = "auto") -> None:
     """In place d = (1 − alpha)·d + alpha·g for every pair; alpha a Python float in [0, 1]."""
     op = "lerp_momentum_"
@@ -30,5 +69,6 @@ def lerp_momentum_(ds, grads, alpha, backend: str = "auto") -> None:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"kernels.{op}: alpha must be in [0, 1], got {alpha}")
     if resolve_backend(backend, [ds, grads], op=op) == "triton":
-        raise NotImplementedError(f"kernels.{op}: the Triton kernel lands in the next commit")
+        lerp_momentum_triton(ds, grads, alpha)
+        return
     lerp_momentum_torch(ds, grads, alpha)

@@ -8,8 +8,15 @@
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
+from kernels.chunk_table import block_size, chunk_table, radii_tensor
 from kernels.dispatch import as_radii, as_tensor_list, check_matching, check_python_float, resolve_backend
+from kernels.triton_common import TL_DTYPES, chunk_pointer, is_finite, launch, load_f32, store_as
+
+BLOCK = 2048
+NUM_WARPS = 8
 
 
 def scion_update_torch(params, directions, radii, *, lr, scale, constrained) -> None:
@@ -31,6 +38,48 @@ def scion_update_torch(params, directions, radii, *, lr, scale, constrained) -> 
         dst.copy_(torch.where(ok, new, dst))
 
 
+@triton.jit
+def _scion_block(x_ptr, v_ptr, offsets, mask, keep, coef, CONSTRAINED: tl.constexpr, MASKED: tl.constexpr):
+    x = load_f32(x_ptr, offsets, mask, MASKED)
+    if CONSTRAINED:
+        x = keep * x
+    x += coef * load_f32(v_ptr, offsets, mask, MASKED)
+    store_as(x_ptr, offsets, x, mask, MASKED)
+
+
+@triton.jit
+def _scion_update_kernel(rows_ptr, radii_ptr, scale_ptr, lr, CONSTRAINED: tl.constexpr, X_DTYPE: tl.constexpr,
+                         V_DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per row [x, v, count, index]: x = keep·x + lr·s·r·v; nothing written if s is NaN/inf."""
+    s = tl.load(scale_ptr)
+    if is_finite(s):
+        row = rows_ptr + tl.program_id(0).to(tl.int64) * 4
+        x_ptr = chunk_pointer(row, 0, X_DTYPE, ALIGNED)
+        v_ptr = chunk_pointer(row, 1, V_DTYPE, ALIGNED)
+        count = tl.load(row + 2)
+        coef = lr * s * tl.load(radii_ptr + tl.load(row + 3))
+        keep = 1.0 - lr * s
+        offsets = tl.arange(0, BLOCK)
+        num_full = (count // BLOCK) * BLOCK
+        for start in range(0, num_full, BLOCK):
+            _scion_block(x_ptr, v_ptr, start + offsets, None, keep, coef, CONSTRAINED, False)
+        tail = num_full + offsets
+        _scion_block(x_ptr, v_ptr, tail, tail < count, keep, coef, CONSTRAINED, True)
+
+
+def scion_update_triton(params, directions, radii, *, lr, scale, constrained) -> None:
+    """Launcher: one launch per (param, direction) dtype pair in the lists."""
+    if not params:
+        return
+    table = chunk_table([params, directions])
+    radii_on_device = radii_tensor(radii, table.device)
+    scale = scale.reshape(()).to(device=table.device, dtype=torch.float32)
+    for group in table.groups:
+        launch(_scion_update_kernel, (group.num_rows,), group.rows, radii_on_device, scale, lr,
+               CONSTRAINED=constrained, X_DTYPE=TL_DTYPES[group.dtypes[0]], V_DTYPE=TL_DTYPES[group.dtypes[1]],
+               ALIGNED=group.aligned, BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
+
+
 def scion_update_(params, directions, radii, *, lr, scale, constrained, backend: str = "auto") -> None:
     """In-place scaled LMO step (see module doc)."""
     op = "scion_update_"
@@ -44,5 +93,6 @@ def scion_update_(params, directions, radii, *, lr, scale, constrained, backend:
     if not isinstance(constrained, bool):
         raise TypeError(f"kernels.{op}: constrained must be a bool, got {type(constrained).__name__}")
     if resolve_backend(backend, [params, directions], op=op) == "triton":
-        raise NotImplementedError(f"kernels.{op}: the Triton kernel lands in the next commit")
+        scion_update_triton(params, directions, radii, lr=lr, scale=scale, constrained=constrained)
+        return
     scion_update_torch(params, directions, radii, lr=lr, scale=scale, constrained=constrained)

@@ -1,0 +1,161 @@
+"""Device tables that let one kernel launch cover a whole list of tensors.
+
+Every tensor is cut into chunks of at most ``chunk_size`` elements; a table row per chunk holds, for each
+list the kernel touches (e.g. params, grads, momenta), the chunk's start *byte address* as int64, then the
+chunk's element count and the index of its tensor in the list. One program handles one row, so every SM
+gets work whatever the tensor sizes, and all in-kernel offsets stay below ``chunk_size``: tensors of more
+than 2³¹ elements are safe because the 64-bit arithmetic happens here, on the host, in Python integers.
+
+Rows are grouped by dtype signature (the dtypes of the lists at that tensor), one launch per group, as
+the element type of a pointer is a compile-time constant. Tables are built once per list of tensors
+(keyed on addresses, sizes and dtypes) and cached; the upload uses pinned memory and a non-blocking copy,
+so even a cache miss does not synchronise the host.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+ALIGNMENT_BYTES = 16  # one 128-bit vector access
+
+
+@dataclass
+class Tuning:
+    """Chunk size (elements per program) and the largest block (elements per loop iteration)."""
+    chunk_size: int = 32768
+    max_block: int = 2048
+
+
+_tuning = Tuning()
+
+
+def tuning() -> Tuning:
+    return _tuning
+
+
+@contextlib.contextmanager
+def override_tuning(chunk_size: int | None = None, max_block: int | None = None) -> Iterator[None]:
+    """Temporarily change the chunk size / block size (small values keep interpreter tests fast)."""
+    global _tuning
+    old = _tuning
+    new = Tuning(chunk_size or old.chunk_size, max_block or old.max_block)
+    for name, value in (("chunk_size", new.chunk_size), ("max_block", new.max_block)):
+        if value < 16 or value & (value - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {value}")
+    _tuning = new
+    try:
+        yield
+    finally:
+        _tuning = old
+
+
+def plan_chunks(numels: Sequence[int], chunk_size: int) -> list[tuple[int, int, int]]:
+    """(tensor index, first element, element count) for every chunk; zero-size tensors get no chunk."""
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    plan = []
+    for index, numel in enumerate(numels):
+        for start in range(0, numel, chunk_size):
+            plan.append((index, start, min(chunk_size, numel - start)))
+    return plan
+
+
+def chunk_rows(base_addresses: Sequence[Sequence[int]], element_sizes: Sequence[Sequence[int]],
+               plan: Sequence[tuple[int, int, int]]) -> list[list[int]]:
+    """Table rows [addr_list0, addr_list1, ..., count, tensor index] with 64-bit byte addresses."""
+    rows = []
+    for index, start, count in plan:
+        addresses = [bases[index] + start * sizes[index] for bases, sizes in zip(base_addresses, element_sizes)]
+        rows.append(addresses + [count, index])
+    return rows
+
+
+@dataclass
+class ChunkGroup:
+    """Rows of one dtype signature, uploaded to the device; ``first_row`` indexes a shared partials buffer."""
+    rows: torch.Tensor
+    num_rows: int
+    dtypes: tuple[torch.dtype, ...]
+    aligned: bool
+    first_row: int
+
+
+@dataclass
+class ChunkTable:
+    groups: list[ChunkGroup]
+    num_rows: int
+    device: torch.device
+
+
+_CACHE: "OrderedDict[tuple, ChunkTable]" = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _upload(rows: list[list[int]], width: int, device: torch.device) -> torch.Tensor:
+    host = torch.tensor(rows, dtype=torch.int64).reshape(len(rows), width)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
+
+
+def build_table(tensor_lists: Sequence[Sequence[torch.Tensor]], chunk_size: int) -> ChunkTable:
+    """Build (uncached) the grouped chunk table for parallel lists of same-shaped contiguous tensors."""
+    first = tensor_lists[0]
+    device = first[0].device
+    signatures = [tuple(ts[i].dtype for ts in tensor_lists) for i in range(len(first))]
+    bases = [[t.data_ptr() for t in ts] for ts in tensor_lists]
+    sizes = [[t.element_size() for t in ts] for ts in tensor_lists]
+    groups, first_row = [], 0
+    for signature in dict.fromkeys(signatures):
+        members = [i for i, s in enumerate(signatures) if s == signature]
+        plan = [(members[j], start, count)
+                for j, start, count in plan_chunks([first[i].numel() for i in members], chunk_size)]
+        if not plan:
+            continue
+        rows = chunk_rows(bases, sizes, plan)
+        aligned = all(a % ALIGNMENT_BYTES == 0 for row in rows for a in row[:len(tensor_lists)])
+        width = len(tensor_lists) + 2
+        groups.append(ChunkGroup(_upload(rows, width, device), len(rows), signature, aligned, first_row))
+        first_row += len(rows)
+    return ChunkTable(groups, first_row, device)
+
+
+def chunk_table(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> ChunkTable:
+    """Cached :func:`build_table` with the current tuning's chunk size."""
+    chunk_size = _tuning.chunk_size
+    key = (chunk_size,) + tuple(
+        tuple((t.data_ptr(), t.numel(), t.dtype, t.device) for t in ts) for ts in tensor_lists)
+    table = _CACHE.get(key)
+    if table is None:
+        table = build_table(tensor_lists, chunk_size)
+        _CACHE[key] = table
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return table
+
+
+_RADII_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+
+
+def radii_tensor(radii: Sequence[float], device: torch.device) -> torch.Tensor:
+    """Per-tensor radii as a cached fp32 device tensor (uploaded without a host sync)."""
+    key = (device, tuple(radii))
+    out = _RADII_CACHE.get(key)
+    if out is None:
+        host = torch.tensor(list(radii), dtype=torch.float32)
+        out = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+        _RADII_CACHE[key] = out
+        if len(_RADII_CACHE) > _CACHE_SIZE:
+            _RADII_CACHE.popitem(last=False)
+    return out
+
+
+def block_size(kernel_block: int) -> int:
+    """Elements per loop iteration: the kernel's preferred block, capped by the tuning."""
+    return min(kernel_block, _tuning.max_block)

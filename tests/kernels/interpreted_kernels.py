@@ -1,0 +1,220 @@
+"""Triton kernels against their torch references. Not collected directly (the name does not start with
+test_): tests/kernels/test_kernels_triton.py runs this file in a subprocess with TRITON_INTERPRET=1 (CPU
+tensors, tiny chunks) and, on a CUDA machine, also without it (real kernels on the GPU)."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+import kernels
+from kernels.chunk_table import override_tuning
+from kernels.triton_common import count_launches
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cpu" if INTERPRETED else "cuda"
+if not INTERPRETED and not torch.cuda.is_available():
+    pytest.skip("needs TRITON_INTERPRET=1 or a CUDA device", allow_module_level=True)
+
+# Few programs per call: the interpreter costs ~3 ms per program instance. Chunk 64 with blocks of 16
+# exercises the unmasked main loop (4 iterations per full chunk), the masked tail and many chunks per tensor.
+ODD_SHAPES = [(67,), (0,), (13, 5), (1,), (130,), (16,)]
+TINY_MANY = [(1 + i % 5,) for i in range(24)]
+
+
+@pytest.fixture(autouse=True)
+def small_chunks():
+    with override_tuning(chunk_size=64, max_block=16):
+        yield
+
+
+def make(shapes, dtype=torch.float32, seed=0, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    return [(scale * torch.randn(s, generator=gen)).to(dtype).to(DEVICE) for s in shapes]
+
+
+def clone(ts):
+    return [t.clone() for t in ts]
+
+
+def assert_lists_close(got, want, dtype):
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.float(), b.float(), **tol)
+
+
+# ----------------------------------------------------------------------------------------- global norm
+@pytest.mark.parametrize("shapes", [ODD_SHAPES, TINY_MANY], ids=["odd", "many_tiny"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_global_norm_matches_reference(shapes, dtype):
+    ts = make(shapes, dtype)
+    got = kernels.global_norm(ts, backend="triton")
+    assert got.dtype == torch.float32 and got.dim() == 0 and got.device.type == DEVICE
+    torch.testing.assert_close(got, kernels.global_norm(ts, backend="torch"), rtol=1e-6, atol=0)
+
+
+def test_global_norm_mixed_dtypes():
+    ts = make(ODD_SHAPES) + make(ODD_SHAPES, torch.bfloat16, seed=1)
+    torch.testing.assert_close(kernels.global_norm(ts, backend="triton"), kernels.global_norm(ts, backend="torch"))
+
+
+def test_global_norm_empty_and_zero_size():
+    assert kernels.global_norm([], backend="triton").item() == 0.0
+    zero = kernels.global_norm([torch.zeros(0, device=DEVICE)] * 3, backend="triton")
+    assert zero.item() == 0.0 and zero.device.type == DEVICE
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_global_norm_non_finite(bad):
+    ts = make(ODD_SHAPES)
+    ts[4][129] = bad
+    got = kernels.global_norm(ts, backend="triton").item()
+    assert math.isnan(got) if math.isnan(bad) else got == math.inf
+
+
+def test_global_norm_bitwise_deterministic():
+    ts = make(ODD_SHAPES + TINY_MANY, scale=10.0)
+    first = kernels.global_norm(ts, backend="triton")
+    assert torch.equal(first, kernels.global_norm(ts, backend="triton"))
+
+
+def test_global_norm_unaligned_views():
+    """A view starting 4 bytes into its storage is contiguous but not 16-byte aligned: no vector hint."""
+    base = make([(200,)])[0]
+    ts = [base[1:], base[3:70]]
+    torch.testing.assert_close(kernels.global_norm(ts, backend="triton"), kernels.global_norm(ts, backend="torch"))
+
+
+def test_non_contiguous_falls_back_to_torch():
+    t = make([(12, 10)])[0].t()
+    with pytest.warns(UserWarning, match="non-contiguous"):
+        got = kernels.global_norm([t], backend="triton")
+    torch.testing.assert_close(got, kernels.global_norm([t], backend="torch"))
+
+
+# ------------------------------------------------------------------------------------ clipped update
+UPDATE_CASES = [
+    dict(rule="none"),
+    dict(rule="gclip", gamma=0.5, weight_decay=0.1),
+    dict(rule="gclip", gamma=0.5, momentum=0.9),
+    dict(rule="gclip", gamma=50.0, momentum=0.9, nesterov=True, weight_decay=0.1),
+    dict(rule="dgclip", gamma=0.5, delta=0.3, momentum=0.9, weight_decay=0.1),
+    dict(rule="dgclip", gamma=0.5, delta=0.3, momentum=0.9, nesterov=True, weight_decay=0.1,
+         weight_decay_mode="coupled"),
+    dict(rule="normalized", beta=0.2, momentum=0.5, weight_decay=0.01, weight_decay_mode="coupled"),
+    dict(rule="normalized", beta=0.0, weight_decay=0.01),
+]
+
+
+@pytest.mark.parametrize("case", UPDATE_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_clipped_sgd_update_matches_reference(case, dtype):
+    params, grads = make(ODD_SHAPES, dtype, 0), make(ODD_SHAPES, dtype, 1)
+    momenta = make(ODD_SHAPES, torch.float32, 2) if case.get("momentum") else None
+    norm = kernels.global_norm(grads, backend="torch")
+    ref_p, ref_m = clone(params), clone(momenta) if momenta else None
+    kernels.clipped_sgd_update_(ref_p, grads, ref_m, norm, lr=0.1, backend="torch", **case)
+    kernels.clipped_sgd_update_(params, grads, momenta, norm, lr=0.1, backend="triton", **case)
+    assert_lists_close(params, ref_p, dtype)
+    if momenta:
+        assert_lists_close(momenta, ref_m, torch.float32)
+
+
+def test_clipped_sgd_update_bf16_momenta_and_zero_norm():
+    params, grads = make(ODD_SHAPES, torch.bfloat16), [torch.zeros_like(t) for t in make(ODD_SHAPES)]
+    momenta = make(ODD_SHAPES, torch.bfloat16, 2)
+    ref_p, ref_m = clone(params), clone(momenta)
+    norm = kernels.global_norm(grads, backend="triton")
+    for ps, ms, backend in ((ref_p, ref_m, "torch"), (params, momenta, "triton")):
+        kernels.clipped_sgd_update_(ps, grads, ms, norm, lr=0.1, rule="dgclip", gamma=1.0, delta=0.1, momentum=0.9,
+                                    weight_decay=0.1, backend=backend)
+    assert_lists_close(params, ref_p, torch.bfloat16)
+    assert_lists_close(momenta, ref_m, torch.bfloat16)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("rule", kernels.CLIP_RULES)
+def test_non_finite_norm_writes_nothing(bad, rule):
+    params, grads, momenta = make(ODD_SHAPES, seed=0), make(ODD_SHAPES, seed=1), make(ODD_SHAPES, seed=2)
+    grads[2][3, 1] = bad
+    before = clone(params + momenta)
+    norm = kernels.global_norm(grads, backend="triton")
+    kernels.clipped_sgd_update_(params, grads, momenta, norm, lr=0.1, rule=rule, gamma=1.0, momentum=0.9,
+                                weight_decay=0.1, backend="triton")
+    assert all(torch.equal(a, b) for a, b in zip(params + momenta, before))
+
+
+def test_clipped_sgd_update_bitwise_deterministic():
+    runs = []
+    for _ in range(2):
+        params, grads, momenta = make(ODD_SHAPES, seed=0), make(ODD_SHAPES, seed=1), make(ODD_SHAPES, seed=2)
+        norm = kernels.global_norm(grads, backend="triton")
+        kernels.clipped_sgd_update_(params, grads, momenta, norm, lr=0.1, rule="gclip", gamma=1.0, momentum=0.9,
+                                    nesterov=True, weight_decay=0.1, backend="triton")
+        runs.append(params + momenta)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("shapes", [ODD_SHAPES, TINY_MANY], ids=["few", "many"])
+def test_norm_plus_update_launches_do_not_grow_with_tensor_count(shapes):
+    params, grads, momenta = make(shapes, seed=0), make(shapes, seed=1), make(shapes, seed=2)
+    with count_launches() as counter:
+        norm = kernels.global_norm(grads, backend="triton")
+        kernels.clipped_sgd_update_(params, grads, momenta, norm, lr=0.1, rule="dgclip", gamma=1.0, delta=0.1,
+                                    momentum=0.9, backend="triton")
+    assert counter.count <= 3, counter.names
+
+
+# ---------------------------------------------------------------------------------------------- Scion
+@pytest.mark.parametrize("d_dtype, g_dtype", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16),
+                                              (torch.bfloat16, torch.bfloat16)])
+def test_lerp_momentum_matches_reference(d_dtype, g_dtype):
+    ds, grads = make(ODD_SHAPES, d_dtype, 0), make(ODD_SHAPES, g_dtype, 1)
+    ref = clone(ds)
+    kernels.lerp_momentum_(ref, grads, 0.1, backend="torch")
+    kernels.lerp_momentum_(ds, grads, 0.1, backend="triton")
+    assert_lists_close(ds, ref, d_dtype)
+
+
+@pytest.mark.parametrize("with_params", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scion_inner_product_matches_reference(with_params, dtype):
+    ds, dirs, params = make(ODD_SHAPES, torch.float32, 0), make(ODD_SHAPES, dtype, 1), make(ODD_SHAPES, dtype, 2)
+    radii = [0.5, 2.0, 1.0, 3.0, 0.25, 1.5]
+    x = params if with_params else None
+    got = kernels.scion_inner_product(ds, dirs, radii, x, backend="triton")
+    assert got.dtype == torch.float32 and got.dim() == 0
+    torch.testing.assert_close(got, kernels.scion_inner_product(ds, dirs, radii, x, backend="torch"),
+                               rtol=1e-5, atol=1e-5)
+    assert torch.equal(got, kernels.scion_inner_product(ds, dirs, radii, x, backend="triton"))
+
+
+def test_scion_inner_product_empty_and_many_tiny():
+    assert kernels.scion_inner_product([], [], [], backend="triton").item() == 0.0
+    ds, dirs = make(TINY_MANY, seed=0), make(TINY_MANY, seed=1)
+    radii = [1.0 + i for i in range(len(ds))]
+    torch.testing.assert_close(kernels.scion_inner_product(ds, dirs, radii, backend="triton"),
+                               kernels.scion_inner_product(ds, dirs, radii, backend="torch"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scion_update_matches_reference(constrained, dtype):
+    params, dirs = make(ODD_SHAPES, dtype, 0), make(ODD_SHAPES, dtype, 1)
+    radii = [0.5, 2.0, 1.0, 3.0, 0.25, 1.5]
+    scale = torch.tensor(0.4, device=DEVICE)
+    ref = clone(params)
+    kernels.scion_update_(ref, dirs, radii, lr=0.1, scale=scale, constrained=constrained, backend="torch")
+    kernels.scion_update_(params, dirs, radii, lr=0.1, scale=scale, constrained=constrained, backend="triton")
+    assert_lists_close(params, ref, dtype)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_scion_update_non_finite_scale_writes_nothing(bad):
+    params, dirs = make(ODD_SHAPES, seed=0), make(ODD_SHAPES, seed=1)
+    before = clone(params)
+    kernels.scion_update_(params, dirs, [1.0] * 6, lr=0.1, scale=torch.tensor(bad, device=DEVICE),
+                          constrained=True, backend="triton")
+    assert all(torch.equal(a, b) for a, b in zip(params, before))
