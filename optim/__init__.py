@@ -26,6 +26,17 @@ def describe_assignment(model: torch.nn.Module, cfg: OptimConfig) -> str:
     return _describe(list(model.named_parameters()), cfg)
 
 
+def describe_groups(optimizer: torch.optim.Optimizer) -> str:
+    """The built optimizer's groups (role, lr, weight decay, Scion norm/radius, parameter names) as text."""
+    lines = [f"{type(optimizer).__name__}: {len(optimizer.param_groups)} parameter groups"]
+    for i, group in enumerate(optimizer.param_groups):
+        keys = [k for k in ("role", "lr", "weight_decay", "norm", "radius", "use_muon") if k in group]
+        settings = " ".join(f"{k}={group[k]:g}" if isinstance(group[k], float) else f"{k}={group[k]}" for k in keys)
+        names = group.get("param_names", [f"<{len(group['params'])} unnamed>"])
+        lines.append(f"  [{i}] {settings} tensors={len(group['params'])}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
 def step_stats(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """0-dim device tensors from the optimizer's last step (empty for optimizers without `stats()`)."""
     stats = getattr(optimizer, "stats", None)
@@ -35,6 +46,6 @@ def step_stats(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
 __all__ = [
     "AdamW", "ClippedSGD", "ClippedScion", "DeltaGClip", "GClip", "GRConfig", "GradientRegularization", "GroupRule",
     "GroupRules", "LMOSpec", "Muon", "NormalizedSGD", "OPTIMIZER_NAMES", "OptimConfig", "REGISTRY", "SGD", "Scion",
-    "build", "build_param_groups", "describe_assignment", "dual_norm", "layer_norm", "lmo", "lmo_many",
+    "build", "build_param_groups", "describe_assignment", "describe_groups", "dual_norm", "layer_norm", "lmo", "lmo_many",
     "newton_schulz5", "orthogonalize", "resolve_roles", "step_stats",
 ]

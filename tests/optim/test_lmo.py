@@ -1,0 +1,90 @@
+"""LMOs and Newton-Schulz: unit-ball and dual-norm identities (float64), the quintic's singular-value band."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from optim import LMOSpec, dual_norm, layer_norm, lmo, newton_schulz5, orthogonalize
+
+EXACT_SPECS = [LMOSpec("sign"), LMOSpec("sign", normalized=False), LMOSpec("colnorm"),
+               LMOSpec("colnorm", normalized=True), LMOSpec("colnorm", transpose=True), LMOSpec("rownorm"),
+               LMOSpec("rownorm", normalized=False), LMOSpec("rownorm", transpose=True), LMOSpec("bias_rms")]
+
+
+def _exact_uv(d: torch.Tensor) -> torch.Tensor:
+    U, _, Vh = torch.linalg.svd(d, full_matrices=False)
+    return U @ Vh
+
+
+@pytest.mark.parametrize("spec", EXACT_SPECS, ids=lambda s: f"{s.norm}-{s.normalized}-{s.transpose}")
+def test_lmo_lies_on_the_unit_sphere_and_attains_the_dual_norm(spec):
+    torch.manual_seed(0)
+    d = torch.randn(12) if spec.norm == "bias_rms" else torch.randn(6, 10, dtype=torch.float64)
+    d = d.double()
+    s = lmo(d, spec)
+    assert layer_norm(s, spec).item() == pytest.approx(1.0, rel=1e-6)
+    assert -(d * s).sum().item() == pytest.approx(dual_norm(d, spec).item(), rel=1e-6)
+    # lmo minimizes <d, s> over the ball: beats random points of the unit ball
+    for _ in range(20):
+        r = torch.randn_like(d)
+        r = r / layer_norm(r, spec)
+        assert (d * s).sum() <= (d * r).sum() + 1e-9
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("normalized", [True, False])
+def test_spectral_lmo_with_exact_orthogonalization(transpose, normalized):
+    torch.manual_seed(1)
+    d = torch.randn(8, 20, dtype=torch.float64)
+    spec = LMOSpec("spectral", normalized=normalized, transpose=transpose)
+    s = lmo(d, spec, orthogonalized=_exact_uv(d))
+    assert layer_norm(s, spec).item() == pytest.approx(1.0, rel=1e-9)
+    assert -(d * s).sum().item() == pytest.approx(dual_norm(d, spec).item(), rel=1e-9)
+    d_out, d_in = (20, 8) if transpose else (8, 20)
+    expected = math.sqrt(d_out / d_in) if normalized else math.sqrt(d_out)
+    assert torch.allclose(s, -expected * _exact_uv(d))
+
+
+def test_sign_lmo_matches_the_scion_nanogpt_head_scaling():
+    d = torch.randn(50, 16)
+    assert torch.equal(lmo(d, LMOSpec("sign")), -torch.sign(d) / 16)
+
+
+def test_vector_in_a_matrix_norm_is_a_clear_error():
+    with pytest.raises(ValueError, match="2-D"):
+        lmo(torch.randn(5), LMOSpec("sign"))
+    with pytest.raises(ValueError, match="unknown norm"):
+        LMOSpec("frobenius")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(32, 64), (64, 32), (24, 96)])
+def test_newton_schulz_singular_values_stay_in_the_quintic_band(shape, dtype):
+    torch.manual_seed(2)
+    G = torch.randn(6, *shape)
+    sv = torch.linalg.svdvals(newton_schulz5(G, 5, dtype).double())
+    assert sv.min() > 0.62 and sv.max() < 1.22, (sv.min().item(), sv.max().item())
+
+
+def test_newton_schulz_keeps_singular_vectors_and_never_exceeds_the_band():
+    torch.manual_seed(3)
+    G = torch.randn(40, 40, dtype=torch.float64)  # square: small singular values do not converge, the band's top holds
+    O = newton_schulz5(G, 5, torch.float64)
+    U, S, Vh = torch.linalg.svd(G)
+    f = torch.diagonal(U.T @ O @ Vh.T)  # O = U f(S) V^T
+    assert torch.allclose(U @ torch.diag(f) @ Vh, O, atol=1e-8)
+    assert f.max() < 1.22 and (f > 0).all()
+    big = S / torch.linalg.norm(G) > 0.05
+    assert f[big].min() > 0.62
+
+
+def test_orthogonalize_batches_by_shape_and_keeps_order():
+    torch.manual_seed(4)
+    mats = [torch.randn(8, 16), torch.randn(16, 8), torch.randn(8, 16), torch.zeros(4, 4)]
+    out = orthogonalize(mats, steps=5, dtype=torch.float32)
+    for m, o in zip(mats, out):
+        assert o.shape == m.shape
+        assert torch.allclose(o, newton_schulz5(m, 5, torch.float32), atol=1e-6)
+    assert torch.equal(out[3], torch.zeros(4, 4))
