@@ -1,0 +1,110 @@
+"""OptimConfig validation, the registry, and the parameter-group rules."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import optim
+from optim import GroupRule, OptimConfig
+from optim.groups import resolve_roles
+
+
+def model(tie=True, bias=True):
+    from model import GPT, ModelConfig
+    torch.manual_seed(0)
+    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=64, block_size=16, tie_embeddings=tie,
+                           bias=bias, qk_norm=True, norm="rmsnorm", pos_emb="rope"))
+
+
+def test_registry_matches_the_config_literal_and_documents_keys():
+    assert set(optim.REGISTRY) == set(optim.OPTIMIZER_NAMES)
+    fields = {f.name for f in dataclasses.fields(OptimConfig)}
+    for name, entry in optim.REGISTRY.items():
+        assert entry.keys <= fields, (name, entry.keys - fields)
+
+
+def test_every_field_has_help():
+    for cls in (OptimConfig, optim.GRConfig, GroupRule, optim.GroupRules):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name}"
+
+
+def test_unknown_optimizer_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: adamw, muon"):
+        OptimConfig(name="lion").validate()
+
+
+def test_key_the_optimizer_does_not_read_is_rejected_with_the_keys_it_reads():
+    with pytest.raises(ValueError) as err:
+        OptimConfig(name="scion", gamma=2.0, momentum=0.9).validate()
+    message = str(err.value)
+    assert "optim.momentum" in message and "optim.gamma" in message and "alpha" in message
+    OptimConfig(name="dgclip", gamma=2.0, delta=0.01, momentum=0.9).validate()
+    OptimConfig(name="clipped_scion", rho=600.0, rho_scaling="reference").validate()
+    with pytest.raises(ValueError, match="optim.rho"):
+        OptimConfig(name="scion", rho=600.0).validate()
+
+
+@pytest.mark.parametrize("kw, key", [(dict(lr=-1.0), "optim.lr"), (dict(name="dgclip", delta=1.5), "optim.delta"),
+                                     (dict(name="clipped_scion", rho=-1.0), "optim.rho"),
+                                     (dict(name="scion", alpha=0.0), "optim.alpha")])
+def test_bad_values_name_the_key(kw, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        OptimConfig(**kw).validate()
+
+
+def test_gr_config_validation():
+    with pytest.raises(ValueError, match="optim.gr.alpha"):
+        optim.GRConfig(alpha=1.5).validate()
+    with pytest.raises(ValueError, match="warmup_steps"):
+        optim.GRConfig(warmup="r").validate()
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_every_parameter_lands_in_exactly_one_role(tie):
+    m = model(tie=tie)
+    roles = resolve_roles(list(m.named_parameters()), OptimConfig().groups)
+    names = [n for members in roles.values() for n, _ in members]
+    assert sorted(names) == sorted(n for n, _ in m.named_parameters())
+    assert [n for n, _ in roles["head"]] == ([] if tie else ["head.weight"])
+    assert all(p.ndim == 2 for _, p in roles["hidden"]) and all(p.ndim == 1 for _, p in roles["vector"])
+    text = optim.describe_assignment(m, OptimConfig(name="clipped_scion"))
+    assert "blocks.1.mlp.fc.weight" in text and "norm=spectral radius=50" in text
+
+
+def test_unmatched_or_doubly_matched_parameter_is_named():
+    m = model()
+    cfg = OptimConfig()
+    cfg.groups.vector.patterns = ["*.bias"]
+    with pytest.raises(ValueError, match="'blocks.0.norm1.weight' matches no role"):
+        optim.build(m, cfg)
+    cfg = OptimConfig()
+    cfg.groups.hidden.patterns = ["blocks.*"]
+    with pytest.raises(ValueError, match=r"matches several roles \(hidden, vector\)"):
+        optim.build(m, cfg)
+
+
+def test_group_rules_set_lr_weight_decay_and_lmo():
+    m = model(tie=False)
+    cfg = OptimConfig(name="adamw", lr=0.01, weight_decay=0.1)
+    cfg.groups.embed.lr_mult = 0.5
+    groups = {g["role"]: g for g in optim.build(m, cfg).param_groups}
+    assert groups["embed"]["lr"] == 0.005 and groups["hidden"]["lr"] == 0.01
+    assert groups["vector"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 0.1
+    scion = optim.build(m, OptimConfig(name="clipped_scion"))
+    by_role = {g["role"]: g for g in scion.param_groups}
+    assert (by_role["hidden"]["norm"], by_role["hidden"]["radius"]) == ("spectral", 50.0)
+    assert (by_role["head"]["norm"], by_role["head"]["radius"]) == ("sign", 3000.0)
+    muon = optim.build(m, OptimConfig(name="muon", lr=0.02, adamw_lr=0.003))
+    assert {(g["role"], g["use_muon"], g["lr"]) for g in muon.param_groups} == {
+        ("hidden", True, 0.02), ("embed", False, 0.003), ("head", False, 0.003), ("vector", False, 0.003)}
+    assert "role=hidden" in optim.describe_groups(muon)
+
+
+def test_group_rule_validation_names_the_role():
+    cfg = OptimConfig()
+    cfg.groups.head.radius = 0.0
+    with pytest.raises(ValueError, match=r"optim\.groups\.head\.radius"):
+        cfg.validate()
