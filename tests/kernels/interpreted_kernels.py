@@ -218,3 +218,28 @@ def test_scion_update_non_finite_scale_writes_nothing(bad):
     kernels.scion_update_(params, dirs, [1.0] * 6, lr=0.1, scale=torch.tensor(bad, device=DEVICE),
                           constrained=True, backend="triton")
     assert all(torch.equal(a, b) for a, b in zip(params, before))
+
+
+# ------------------------------------------------------------------------------------------ host syncs
+def test_triton_steps_have_no_host_sync():
+    from host_sync_guard import NoHostSync
+    params, grads, momenta = make(ODD_SHAPES, seed=0), make(ODD_SHAPES, seed=1), make(ODD_SHAPES, seed=2)
+    radii = [1.0] * len(params)
+    dirs = [-torch.sign(g) for g in grads]
+    kernels.global_norm(grads, backend="triton")  # first call builds and uploads the tables (no sync either)
+    sync_debug = DEVICE == "cuda"
+    if sync_debug:
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        with NoHostSync():
+            norm = kernels.global_norm(grads, backend="triton")
+            kernels.clipped_sgd_update_(params, grads, momenta, norm, lr=0.1, rule="gclip", gamma=1.0,
+                                        momentum=0.9, backend="triton")
+            kernels.lerp_momentum_(momenta, grads, 0.1, backend="triton")
+            dual = kernels.scion_inner_product(momenta, dirs, radii, backend="triton")
+            kernels.scion_update_(params, dirs, radii, lr=0.1, scale=dual, constrained=False, backend="triton")
+            kernels.global_norm([t + 1 for t in grads], backend="triton")  # a table cache miss: no sync either
+    finally:
+        if sync_debug:
+            torch.cuda.set_sync_debug_mode("default")
