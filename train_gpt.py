@@ -105,7 +105,7 @@ def train(cfg: Config, dist: DistInfo) -> None:
         (out_dir / "run_info.json").write_text(_json(run_info(dist.world_size, str(device), device_name)))
         print(f"model: {raw_model.num_params() / 1e6:.2f}M non-embedding parameters | world size "
               f"{dist.world_size} | grad accumulation {train_loader.grad_accum_steps} | device {device_name}")
-        print(optim.describe_groups(optimizer) if hasattr(optim, "describe_groups") else optimizer)
+        print(optim.describe_groups(optimizer))
     wandb = WandbLogger(cfg.log, to_dict(cfg), out_dir) if (cfg.log.wandb and dist.is_main) else None
 
     tokens_per_step = tcfg.batch_size * cfg.model.block_size
@@ -138,7 +138,7 @@ def train(cfg: Config, dist: DistInfo) -> None:
                   "elapsed_s": time.perf_counter() - started, "skipped_steps": skipped}
         if not finite:
             record["skipped"] = True
-        stats = optim.step_stats(optimizer) if hasattr(optim, "step_stats") else {}
+        stats = optim.step_stats(optimizer)
         record.update({k: float(v) for k, v in stats.items() if k not in record})
         if peak is not None:
             record["mfu"] = flops_per_step / dt / dist.world_size / peak
