@@ -102,25 +102,8 @@ def run_set(model: str, dtype_name: str, device: torch.device, args) -> dict:
                         if other.get(key) and t[key]:
                             row[out_key] = other[key] / t[key]
             rows.append(row)
-    del ts, cases
-    return dict(model=model, dtype=dtype_name, num_tensors=len(ts_shapes(model)), num_elements=numel(model),
-                pass_bytes=numel(model) * torch.tensor([], dtype=DTYPES[dtype_name]).element_size(),
-                copy_GBps=copy_gbps, results=rows)
-
-
-def ts_shapes(model):
-    from kernels.bench_cases import parameter_shapes
-    return parameter_shapes(model)
-
-
-def numel(model) -> int:
-    total = 0
-    for shape in ts_shapes(model):
-        n = 1
-        for s in shape:
-            n *= s
-        total += n
-    return total
+    return dict(model=model, dtype=dtype_name, num_tensors=len(ts.params), num_elements=ts.numel,
+                pass_bytes=ts.pass_bytes, copy_GBps=copy_gbps, results=rows)
 
 
 def format_table(run: dict) -> str:

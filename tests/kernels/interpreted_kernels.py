@@ -243,3 +243,32 @@ def test_triton_steps_have_no_host_sync():
     finally:
         if sync_debug:
             torch.cuda.set_sync_debug_mode("default")
+
+
+# ------------------------------------------------------------------------------- GPU only, real sizes
+@pytest.mark.skipif(DEVICE != "cuda", reason="real sizes need a GPU")
+def test_tensor_over_2_pow_31_elements():
+    numel = 2**31 + 2**20 + 3
+    with override_tuning(chunk_size=32768, max_block=2048):
+        big = torch.ones(numel, dtype=torch.bfloat16, device=DEVICE)
+        assert kernels.global_norm([big], backend="triton").item() == pytest.approx(math.sqrt(numel), rel=1e-6)
+        grad = torch.ones_like(big)
+        kernels.clipped_sgd_update_([big], [grad], None, torch.tensor(1.0, device=DEVICE), lr=0.5, rule="none",
+                                    backend="triton")
+        assert big[-4:].float().tolist() == [0.5] * 4 and big[:2].float().tolist() == [0.5] * 2
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="real sizes need a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpt2_124m_sized_step_matches_reference(dtype):
+    from kernels.bench_cases import make_tensors
+    with override_tuning(chunk_size=32768, max_block=2048):
+        ts = make_tensors("gpt2-124m-classic", dtype, torch.device(DEVICE))
+        ref_p, ref_m = clone(ts.params), clone(ts.momenta)
+        norm = kernels.global_norm(ts.grads, backend="triton")
+        torch.testing.assert_close(norm, kernels.global_norm(ts.grads, backend="torch"), rtol=1e-5, atol=0)
+        for ps, ms, backend in ((ref_p, ref_m, "torch"), (ts.params, ts.momenta, "triton")):
+            kernels.clipped_sgd_update_(ps, ts.grads, ms, norm, lr=0.01, rule="dgclip", gamma=0.5, delta=0.1,
+                                        momentum=0.9, nesterov=True, weight_decay=0.1, backend=backend)
+        assert_lists_close(ts.params, ref_p, dtype)
+        assert_lists_close(ts.momenta, ref_m, dtype)
