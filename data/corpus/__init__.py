@@ -34,5 +34,7 @@ def ensure_embedded_shards(out_dir: Optional[Union[str, Path]] = None, progress:
         batch_documents=64,
         progress=progress,
     )
-    prepare(config)
+    # Concurrent callers (e.g. the ranks of a torchrun test) wait for the first; shards made by
+    # another version of this function or from another checkout path are rebuilt.
+    prepare(config, wait_for_lock=True, rebuild_on_mismatch=True)
     return out

@@ -9,6 +9,7 @@ continues with byte-identical output.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from .state import (
     save_progress,
     write_json_atomic,
     MANIFEST_NAME,
+    OptionsMismatch,
+    remove_prepared_files,
 )
 from .tokenize import TokenizedBatch, tokenize_batches
 
@@ -202,13 +205,52 @@ def _position_in_batch(ends: np.ndarray, pos: int, first_document: int) -> tuple
     return Position(first_document + completed, pos - start_of_doc), first_document + completed
 
 
-def prepare(config: PrepareConfig) -> Summary:
-    """Prepare (or resume, or confirm) the shards of ``config.out_dir``; see the module docstring."""
+LOCK_NAME = ".prepare.lock"
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path, wait: bool):
+    """Hold an advisory lock on ``out_dir`` so two preparations never write it at once."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    with open(out_dir / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise PrepareError(f"another preparation is writing {out_dir}; wait for it or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare(config: PrepareConfig, wait_for_lock: bool = False, rebuild_on_mismatch: bool = False) -> Summary:
+    """Prepare (or resume, or confirm) the shards of ``config.out_dir``; see the module docstring.
+
+    With ``wait_for_lock``, a run that finds another one writing the directory waits for it
+    (then usually finds the work done) instead of failing. With ``rebuild_on_mismatch``, shards
+    this tool made with other options are deleted and rebuilt instead of raising
+    ``OptionsMismatch`` (for caches such as the embedded corpus).
+    """
     config.validate()
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out_dir, wait_for_lock):
+        return _prepare_locked(config, out_dir, rebuild_on_mismatch)
+
+
+def _prepare_locked(config: PrepareConfig, out_dir: Path, rebuild_on_mismatch: bool) -> Summary:
     manifest = make_manifest(config.recorded_options())
-    has_manifest = check_manifest(out_dir, manifest)
+    try:
+        has_manifest = check_manifest(out_dir, manifest)
+    except OptionsMismatch:
+        if not rebuild_on_mismatch:
+            raise
+        remove_prepared_files(out_dir)
+        has_manifest = False
     progress, warning = load_verified_progress(out_dir) if has_manifest else (Progress(), None)
     summary = Summary(out_dir=out_dir, resumed=progress.next_index > 0 and not progress.finished)
     if warning:

@@ -9,7 +9,6 @@ of texts; ``datasets`` is imported only here, lazily, because it is slow to impo
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -144,7 +143,9 @@ def _open_hub(spec: SourceSpec):
     import datasets
 
     try:
-        return datasets.load_dataset(spec.source, name=spec.name, split=spec.split, streaming=spec.streaming)
+        dataset = datasets.load_dataset(spec.source, name=spec.name, split=spec.split, streaming=spec.streaming)
+        # A downloaded (cached) dataset is read through the same iterable interface as a stream.
+        return dataset if spec.streaming else dataset.to_iterable_dataset()
     except Exception as exc:
         if _looks_like_network_failure(exc):
             raise PrepareError(NO_NETWORK_HINT.format(source=spec.source)) from exc
@@ -155,7 +156,6 @@ def open_dataset(spec: SourceSpec):
     """The source as a ``datasets`` dataset (iterable when streaming)."""
     if spec.text_sample_by not in TEXT_SAMPLE_BY:
         raise PrepareError(f"text_sample_by must be one of {TEXT_SAMPLE_BY}, got {spec.text_sample_by!r}")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return _open_local(spec) if is_local(spec.source) else _open_hub(spec)
 
 

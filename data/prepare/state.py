@@ -32,6 +32,10 @@ FORMAT = {
 TOKENIZER = {"name": ENCODING_NAME, "ranks_sha256": RANKS_SHA256, "eot": EOT, "vocab_size": VOCAB_SIZE}
 
 
+class OptionsMismatch(PrepareError):
+    """The output directory was prepared with other options."""
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write JSON to a temporary file, fsync, then rename over ``path``."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -93,7 +97,7 @@ def check_manifest(out_dir: Path, wanted: dict) -> bool:
     differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if differing:
         details = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differing)
-        raise PrepareError(
+        raise OptionsMismatch(
             f"{out_dir} was prepared with other options ({details}); rerun with the same options to resume, "
             "or choose another --out directory"
         )
@@ -186,6 +190,18 @@ def _shard_fault(path: Path, expected_tokens: int) -> Optional[str]:
     if header.num_tokens != expected_tokens:
         return f"holds {header.num_tokens} tokens, progress says {expected_tokens}"
     return None
+
+
+def remove_prepared_files(out_dir: Path) -> None:
+    """Delete what a preparation wrote to ``out_dir``: the shards its manifest names, and the
+    manifest and progress files."""
+    prefix = read_json(out_dir / MANIFEST_NAME).get("prepare", {}).get("prefix")
+    for entry in out_dir.iterdir():
+        parsed = shards.parse_shard_name(entry)
+        if parsed is not None and parsed[0] == prefix:
+            entry.unlink()
+    for name in (PROGRESS_NAME, MANIFEST_NAME):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def remove_unrecorded_files(out_dir: Path, prefix: str, progress: Progress) -> None:

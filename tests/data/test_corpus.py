@@ -48,3 +48,15 @@ def test_ensure_is_idempotent(embedded_dir):
     before = {p.name: p.stat().st_mtime_ns for p in embedded_dir.iterdir()}
     assert corpus.ensure_embedded_shards(embedded_dir) == embedded_dir
     assert {p.name: p.stat().st_mtime_ns for p in embedded_dir.iterdir()} == before
+
+
+def test_shards_from_another_checkout_path_are_rebuilt(tmp_path):
+    out = corpus.ensure_embedded_shards(tmp_path / "emb")
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["prepare"]["source"] = "/elsewhere/data/corpus/stdlib_docs.jsonl"
+    manifest_path.write_text(json.dumps(manifest))
+    (out / "stdlib_docs_train_000002.bin").write_bytes(b"junk")
+    corpus.ensure_embedded_shards(out)
+    assert json.loads(manifest_path.read_text())["prepare"]["source"] == str(corpus.CORPUS_PATH)
+    assert len(shards.open_shard(out / "stdlib_docs_train_000002.bin")) == corpus.SHARD_TOKENS

@@ -31,7 +31,8 @@ def test_missing_text_column_names_the_columns_and_the_option(tmp_path):
         run(source, tmp_path / "out")
     message = str(info.value)
     assert "'text'" in message and "content" in message and "--text-column" in message
-    assert not list((tmp_path / "out").iterdir()), "nothing is written for a bad source"
+    written = [p.name for p in (tmp_path / "out").iterdir() if p.name != ".prepare.lock"]
+    assert written == [], "nothing is written for a bad source"
 
 
 def test_missing_file(tmp_path):
@@ -118,3 +119,15 @@ def test_no_network_gives_one_line_pointing_to_offline_preparation(tmp_path):
     assert "cannot reach the Hugging Face Hub for HuggingFaceFW/fineweb" in errors[0]
     assert "pass a local source" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_directory_being_written_by_another_run_is_refused(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    source = write_jsonl(tmp_path / "docs.jsonl", ["hello world"])
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".prepare.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(PrepareError, match="another preparation is writing"):
+            run(source, out)
+    run(source, out)  # free again
