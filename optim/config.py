@@ -45,8 +45,26 @@ class GroupRule:
             raise ValueError(f"{key}.lr_mult must be >= 0, got {self.lr_mult}")
 
 
-def _rule(patterns, norm, radius, weight_decay=True):
-    return lambda: GroupRule(patterns=list(patterns), norm=norm, radius=radius, weight_decay=weight_decay)
+def _role_rule(name: str, patterns: list[str], norm: str, radius: float, weight_decay: bool, doc: str) -> type:
+    """A GroupRule subclass whose defaults are this role's, so a partial TOML table keeps the other defaults."""
+    cls = dataclasses.make_dataclass(name, [
+        ("patterns", list[str], _f(None, GroupRule.__dataclass_fields__["patterns"].metadata["help"],
+                                   factory=lambda: list(patterns))),
+        ("norm", NormName, _f(norm, GroupRule.__dataclass_fields__["norm"].metadata["help"])),
+        ("radius", float, _f(radius, GroupRule.__dataclass_fields__["radius"].metadata["help"])),
+        ("weight_decay", bool, _f(weight_decay, GroupRule.__dataclass_fields__["weight_decay"].metadata["help"])),
+    ], bases=(GroupRule,), namespace={"__doc__": doc, "__module__": __name__})
+    return cls
+
+
+EmbedRule = _role_rule("EmbedRule", ["embed.weight", "pos_embed.weight"], "sign", 3000.0, True,
+                       "Rule of the token (and learned position) embeddings.")
+HiddenRule = _role_rule("HiddenRule", ["blocks.*.attn.qkv.weight", "blocks.*.attn.proj.weight",
+                                       "blocks.*.mlp.fc.weight", "blocks.*.mlp.proj.weight"], "spectral", 50.0, True,
+                        "Rule of the 2-D matrices inside the blocks.")
+HeadRule = _role_rule("HeadRule", ["head.weight"], "sign", 3000.0, True, "Rule of the untied output head.")
+VectorRule = _role_rule("VectorRule", ["*norm*.weight", "*.bias"], "bias_rms", 1.0, False,
+                        "Rule of the 1-D parameters: norm gains and biases.")
 
 
 @dataclass
@@ -54,14 +72,10 @@ class GroupRules:
     """Parameter roles (contracts.md names). Each parameter must match exactly one role; the tied embedding/head
     tensor is listed once, as `embed.weight`, so it takes the `embed` rule. Defaults: the Clipped Scion NanoGPT
     recipe (Sign -> Spectral -> Sign, radii 3000 / 50 / 3000); vectors (norm gains, biases) BiasRMS with radius 1."""
-    embed: GroupRule = _f(None, "token and position embeddings",
-                          factory=_rule(["embed.weight", "pos_embed.weight"], "sign", 3000.0))
-    hidden: GroupRule = _f(None, "2-D matrices inside the blocks",
-                           factory=_rule(["blocks.*.attn.qkv.weight", "blocks.*.attn.proj.weight",
-                                          "blocks.*.mlp.fc.weight", "blocks.*.mlp.proj.weight"], "spectral", 50.0))
-    head: GroupRule = _f(None, "untied output head", factory=_rule(["head.weight"], "sign", 3000.0))
-    vector: GroupRule = _f(None, "norm gains and biases (1-D)",
-                           factory=_rule(["*norm*.weight", "*.bias"], "bias_rms", 1.0, weight_decay=False))
+    embed: EmbedRule = _f(None, "token and position embeddings", factory=EmbedRule)
+    hidden: HiddenRule = _f(None, "2-D matrices inside the blocks", factory=HiddenRule)
+    head: HeadRule = _f(None, "untied output head", factory=HeadRule)
+    vector: VectorRule = _f(None, "norm gains and biases (1-D)", factory=VectorRule)
 
     def items(self) -> list[tuple[str, GroupRule]]:
         return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
