@@ -14,9 +14,10 @@ so even a cache miss does not synchronise the host.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -91,8 +92,9 @@ class ChunkTable:
     device: torch.device
 
 
-_CACHE: "OrderedDict[tuple, ChunkTable]" = OrderedDict()
+_CACHE: dict[tuple, object] = {}
 _CACHE_SIZE = 64
+_MISSING = object()
 
 
 def _upload(rows: list[list[int]], width: int, device: torch.device) -> torch.Tensor:
@@ -124,20 +126,34 @@ def build_table(tensor_lists: Sequence[Sequence[torch.Tensor]], chunk_size: int)
     return ChunkTable(groups, first_row, device)
 
 
-def chunk_table(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> ChunkTable:
-    """Cached :func:`build_table` with the current tuning's chunk size."""
-    chunk_size = _tuning.chunk_size
-    key = (chunk_size,) + tuple(
-        tuple((t.data_ptr(), t.numel(), t.dtype, t.device) for t in ts) for ts in tensor_lists)
-    table = _CACHE.get(key)
-    if table is None:
-        table = build_table(tensor_lists, chunk_size)
-        _CACHE[key] = table
+_ptr, _numel, _contiguous = torch.Tensor.data_ptr, torch.Tensor.numel, torch.Tensor.is_contiguous
+_dtype = operator.attrgetter("dtype")
+
+
+def table_key(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> tuple:
+    """Everything a table depends on, read with C-level calls (a few hundred ns per tensor): addresses, sizes,
+    dtypes and contiguity of every tensor, the device and the chunk size."""
+    key = [_tuning.chunk_size, tensor_lists[0][0].device]
+    for ts in tensor_lists:
+        key += (tuple(map(_ptr, ts)), tuple(map(_numel, ts)), tuple(map(_dtype, ts)), tuple(map(_contiguous, ts)))
+    return tuple(key)
+
+
+def cached(key: tuple, build: Callable[[], object]) -> object:
+    """Cache of tables (or of a decision not to build one) keyed by :func:`table_key`; the oldest entry goes
+    first when full (a hit costs one hash of the key, no reordering)."""
+    entry = _CACHE.get(key, _MISSING)
+    if entry is _MISSING:
+        entry = build()
+        _CACHE[key] = entry
         if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    else:
-        _CACHE.move_to_end(key)
-    return table
+            del _CACHE[next(iter(_CACHE))]
+    return entry
+
+
+def chunk_table(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> ChunkTable:
+    """Cached :func:`build_table` for non-empty, validated, contiguous lists, with the current chunk size."""
+    return cached(table_key(tensor_lists), lambda: build_table(tensor_lists, _tuning.chunk_size))
 
 
 _RADII_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()

@@ -15,9 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.chunk_table import block_size, chunk_table
+from kernels.chunk_table import ChunkTable, block_size
 from kernels.clip_factor import CLIP_RULES, clip_factor, validate_clip_args
-from kernels.dispatch import as_tensor_list, check_matching, check_python_float, resolve_backend
+from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, is_finite, launch, load_f32, store_as
 
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
@@ -127,13 +127,9 @@ def _clipped_sgd_kernel(rows_ptr, norm_ptr, lr, decay, weight_decay, momentum, g
                    HAS_MOMENTUM, NESTEROV, COUPLED, True)
 
 
-def clipped_sgd_update_triton(params, grads, momenta, norm, *, lr, rule, gamma, delta, beta, momentum, nesterov,
+def clipped_sgd_update_triton(table: ChunkTable, norm, *, lr, rule, gamma, delta, beta, momentum, nesterov,
                               weight_decay, weight_decay_mode) -> None:
-    """Launcher: one launch per dtype signature of (param, grad, momentum) in the lists."""
-    if not params:
-        return
-    lists = [params, grads] + ([momenta] if momentum > 0 else [])
-    table = chunk_table(lists)
+    """Launcher: one launch per dtype signature of (param, grad, momentum) rows in the table."""
     norm = norm.reshape(()).to(device=table.device, dtype=torch.float32)
     for group in table.groups:
         m_dtype = group.dtypes[2] if momentum > 0 else group.dtypes[1]
@@ -147,10 +143,10 @@ def clipped_sgd_update_triton(params, grads, momenta, norm, *, lr, rule, gamma, 
 
 def check_update_args(params, grads, momenta, norm, *, lr, rule, gamma, delta, beta, momentum, nesterov,
                       weight_decay, weight_decay_mode, op: str):
-    """Validate the arguments of clipped_sgd_update_; returns (params, grads, momenta, lr, momentum, wd)."""
-    params = as_tensor_list(params, "params", op=op)
-    grads = as_tensor_list(grads, "grads", op=op)
-    check_matching(params, grads, "params", "grads", op=op)
+    """Validate the scalar arguments and list containers (tensors are checked by validate_lists);
+    returns (params, grads, momenta, lr, momentum, wd)."""
+    params = check_list(params, "params", op=op)
+    grads = check_list(grads, "grads", op=op)
     validate_clip_args(rule, gamma, delta, beta)
     lr = check_python_float(lr, "lr", op=op)
     momentum = check_python_float(momentum, "momentum", op=op)
@@ -167,8 +163,7 @@ def check_update_args(params, grads, momenta, norm, *, lr, rule, gamma, delta, b
     if momentum > 0:
         if momenta is None:
             raise ValueError(f"kernels.{op}: momentum={momentum} needs momenta (a list of momentum buffers), got None")
-        momenta = as_tensor_list(momenta, "momenta", op=op)
-        check_matching(params, momenta, "params", "momenta", op=op)
+        momenta = check_list(momenta, "momenta", op=op)
     else:
         momenta = None
     if not isinstance(norm, torch.Tensor) or norm.numel() != 1:
@@ -186,7 +181,15 @@ def clipped_sgd_update_(params, grads, momenta, norm, *, lr, rule, gamma=None, d
         nesterov=nesterov, weight_decay=weight_decay, weight_decay_mode=weight_decay_mode, op=op)
     kwargs = dict(lr=lr, rule=rule, gamma=gamma, delta=delta, beta=beta, momentum=momentum, nesterov=nesterov,
                   weight_decay=weight_decay, weight_decay_mode=weight_decay_mode)
-    if resolve_backend(backend, [params, grads, momenta], op=op) == "triton":
-        clipped_sgd_update_triton(params, grads, momenta, norm, **kwargs)
+    if not params:
+        check_backend(backend, op=op)
+        if grads or momenta:
+            raise ValueError(f"kernels.{op}: params is empty but grads/momenta are not")
         return
+    named = {"params": params, "grads": grads, "momenta": momenta}
+    table = triton_table(backend, named, op=op)
+    if table is not None:
+        clipped_sgd_update_triton(table, norm, **kwargs)
+        return
+    validate_lists(named, op=op)
     clipped_sgd_update_torch(params, grads, momenta, norm, **kwargs)

@@ -1,19 +1,26 @@
-"""Backend selection shared by every kernel entry point.
+"""Backend selection and input validation shared by every kernel entry point.
 
 ``backend="auto"`` runs the Triton kernel when the tensors live on a CUDA device and the torch reference
-otherwise; ``"triton"`` and ``"torch"`` force one (``"triton"`` on CPU tensors needs the Triton
-interpreter, ``TRITON_INTERPRET=1`` set before triton is imported). Inputs the kernels do not handle
-(non-contiguous tensors) fall back to the torch reference with a one-time warning naming the op.
+otherwise; ``"triton"`` and ``"torch"`` force one (``"triton"`` on CPU tensors needs the Triton interpreter,
+``TRITON_INTERPRET=1`` set before triton is imported). Inputs the kernels do not handle (non-contiguous
+tensors) fall back to the torch reference with a one-time warning naming the op.
+
+The Triton path validates the lists once per chunk table: a call whose tensors have the addresses, sizes,
+dtypes and contiguity of an earlier call reuses that call's validated table, so the per-call host cost is a
+few C-level attribute reads per tensor.
 """
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Sequence
 
 import torch
 
+from kernels.chunk_table import ChunkTable, build_table, cached, table_key, tuning
+
 BACKENDS = ("auto", "triton", "torch")
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_USE_TORCH = "use the torch reference"  # cached decision for inputs the kernels do not take
 
 
 def triton_interpreter_enabled() -> bool:
@@ -29,74 +36,92 @@ def triton_available() -> bool:
     return True
 
 
-def _device_of(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> torch.device | None:
-    device = None
-    for tensors in tensor_lists:
-        for t in tensors:
-            if device is None:
-                device = t.device
-            elif t.device != device:
-                raise ValueError(f"all tensors must be on one device, found {device} and {t.device}")
-    return device
-
-
 _warned: set[str] = set()
 
 
 def _warn_fallback(op: str, reason: str) -> None:
     if op not in _warned:
         _warned.add(op)
-        warnings.warn(f"kernels.{op}: {reason}; using the torch reference instead of Triton", stacklevel=3)
+        warnings.warn(f"kernels.{op}: {reason}; using the torch reference instead of Triton", stacklevel=4)
 
 
-def resolve_backend(backend: str, tensor_lists: Sequence[Sequence[torch.Tensor]], *, op: str) -> str:
-    """Return ``"triton"`` or ``"torch"`` for ``op`` given the requested backend and the inputs.
-
-    ``tensor_lists`` holds every list of tensors the op reads or writes (None entries skipped).
-    """
+def check_backend(backend: str, *, op: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"kernels.{op}: backend must be one of {BACKENDS}, got {backend!r}")
-    lists = [ts for ts in tensor_lists if ts is not None]
-    device = _device_of(lists)
+
+
+def wants_triton(backend: str, device: torch.device, *, op: str) -> bool:
+    """Whether ``backend`` asks for the Triton kernel on ``device`` (raises if it cannot run there)."""
+    check_backend(backend, op=op)
     if backend == "torch":
-        return "torch"
-    if backend == "auto" and not (device is not None and device.type == "cuda" and triton_available()):
-        return "torch"
-    usable_device = device is None or device.type == "cuda" or (
-        device.type == "cpu" and triton_interpreter_enabled())
-    if backend == "triton":
-        if not triton_available():
-            raise RuntimeError(f"kernels.{op}: backend='triton' needs the triton package, which is not installed")
-        if not usable_device:
-            raise RuntimeError(f"kernels.{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU "
-                               f"tensors), got tensors on {device}")
-    if any(not t.is_contiguous() for ts in lists for t in ts):
-        _warn_fallback(op, "non-contiguous input tensor")
-        return "torch"
-    return "triton"
+        return False
+    if backend == "auto":
+        return device.type == "cuda" and triton_available()
+    if not triton_available():
+        raise RuntimeError(f"kernels.{op}: backend='triton' needs the triton package, which is not installed")
+    if device.type != "cuda" and not (device.type == "cpu" and triton_interpreter_enabled()):
+        raise RuntimeError(f"kernels.{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU "
+                           f"tensors), got tensors on {device}")
+    return True
 
 
-def as_tensor_list(tensors, name: str, *, op: str) -> list[torch.Tensor]:
-    """Check that ``tensors`` is a list/tuple of tensors and return it as a list."""
-    if isinstance(tensors, torch.Tensor) or not isinstance(tensors, (list, tuple)):
+def check_list(tensors, name: str, *, op: str) -> list:
+    """The container check done on every call (element checks happen in :func:`validate_lists`)."""
+    if not isinstance(tensors, (list, tuple)):
         raise TypeError(f"kernels.{op}: {name} must be a list of tensors, got {type(tensors).__name__}")
-    for i, t in enumerate(tensors):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"kernels.{op}: {name}[{i}] must be a tensor, got {type(t).__name__}")
-        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise TypeError(f"kernels.{op}: {name}[{i}] has dtype {t.dtype}; supported: float32, bfloat16, float16")
-    return list(tensors)
+    return tensors if isinstance(tensors, list) else list(tensors)
 
 
-def check_matching(reference: list[torch.Tensor], other: list[torch.Tensor], ref_name: str, name: str, *,
-                   op: str) -> None:
-    """Raise ValueError unless ``other`` has one tensor of the same shape per tensor of ``reference``."""
-    if len(other) != len(reference):
-        raise ValueError(f"kernels.{op}: {name} has {len(other)} tensors but {ref_name} has {len(reference)}")
-    for i, (a, b) in enumerate(zip(reference, other)):
-        if a.shape != b.shape:
-            raise ValueError(f"kernels.{op}: {name}[{i}] has shape {tuple(b.shape)} but {ref_name}[{i}] has "
-                             f"{tuple(a.shape)}")
+def validate_lists(named_lists: dict, *, op: str) -> None:
+    """Every entry a float tensor, one device, and the same shapes as the first list (None lists skipped)."""
+    items = [(name, ts) for name, ts in named_lists.items() if ts is not None]
+    ref_name, reference = items[0]
+    device = None
+    for name, ts in items:
+        if len(ts) != len(reference):
+            raise ValueError(f"kernels.{op}: {name} has {len(ts)} tensors but {ref_name} has {len(reference)}")
+        for i, t in enumerate(ts):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"kernels.{op}: {name}[{i}] must be a tensor, got {type(t).__name__}")
+            if t.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"kernels.{op}: {name}[{i}] has dtype {t.dtype}; supported: float32, bfloat16, "
+                                f"float16")
+            if t.shape != reference[i].shape:
+                raise ValueError(f"kernels.{op}: {name}[{i}] has shape {tuple(t.shape)} but {ref_name}[{i}] has "
+                                 f"{tuple(reference[i].shape)}")
+            device = device or t.device
+            if t.device != device:
+                raise ValueError(f"kernels.{op}: all tensors must be on one device, found {device} and "
+                                 f"{t.device} ({name}[{i}])")
+
+
+def triton_table(backend: str, named_lists: dict, *, op: str) -> ChunkTable | None:
+    """The chunk table to run ``op``'s Triton kernel with, or None to run the torch reference.
+
+    ``named_lists`` maps argument names to the lists the kernel reads or writes (None entries skipped); the
+    first list must be non-empty. Validation runs when a table is built, not on cache hits.
+    """
+    lists = [ts for ts in named_lists.values() if ts is not None]
+    first = lists[0][0]
+    if not wants_triton(backend, first.device if isinstance(first, torch.Tensor) else torch.device("cpu"), op=op):
+        return None
+    try:
+        key = table_key(lists)
+    except TypeError:  # a non-tensor entry: let validation name it
+        validate_lists(named_lists, op=op)
+        raise
+
+    def build():
+        validate_lists(named_lists, op=op)
+        if not all(t.is_contiguous() for ts in lists for t in ts):
+            return _USE_TORCH
+        return build_table(lists, tuning().chunk_size)
+
+    entry = cached(key, build)
+    if entry is _USE_TORCH:
+        _warn_fallback(op, "non-contiguous input tensor")
+        return None
+    return entry
 
 
 def as_radii(radii, count: int, *, op: str) -> list[float]:
@@ -105,12 +130,10 @@ def as_radii(radii, count: int, *, op: str) -> list[float]:
         raise TypeError(f"kernels.{op}: radii must be a list of Python floats, got {type(radii).__name__}")
     if len(radii) != count:
         raise ValueError(f"kernels.{op}: radii has {len(radii)} entries but there are {count} tensors")
-    out = []
     for i, r in enumerate(radii):
         if not isinstance(r, (int, float)) or isinstance(r, bool):
             raise TypeError(f"kernels.{op}: radii[{i}] must be a Python float, got {type(r).__name__}")
-        out.append(float(r))
-    return out
+    return radii
 
 
 def check_python_float(value, name: str, *, op: str) -> float:

@@ -10,8 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.chunk_table import block_size, chunk_table
-from kernels.dispatch import as_tensor_list, resolve_backend
+from kernels.chunk_table import ChunkTable, block_size
+from kernels.dispatch import check_backend, check_list, triton_table, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, finish_reduction, launch, load_f32
 
 BLOCK = 2048
@@ -49,11 +49,8 @@ def _sum_squares_kernel(rows_ptr, partials_ptr, first_row, DTYPE: tl.constexpr, 
     tl.store(partials_ptr + first_row + pid, tl.sum(acc, axis=0))
 
 
-def global_norm_triton(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Launcher: one first-stage launch per dtype in the list plus one second-stage launch."""
-    if not tensors:
-        return torch.zeros((), dtype=torch.float32)
-    table = chunk_table([tensors])
+def global_norm_triton(table: ChunkTable) -> torch.Tensor:
+    """Launcher: one first-stage launch per dtype in the table plus one second-stage launch."""
     if table.num_rows == 0:
         return torch.zeros((), dtype=torch.float32, device=table.device)
     partials = torch.empty(table.num_rows, dtype=torch.float32, device=table.device)
@@ -65,7 +62,13 @@ def global_norm_triton(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def global_norm(tensors, backend: str = "auto") -> torch.Tensor:
     """0-dim fp32 global L2 norm of ``tensors`` (see module doc); ``backend`` in auto|triton|torch."""
-    tensors = as_tensor_list(tensors, "tensors", op="global_norm")
-    if resolve_backend(backend, [tensors], op="global_norm") == "triton":
-        return global_norm_triton(tensors)
-    return global_norm_torch(tensors)
+    op = "global_norm"
+    named = {"tensors": check_list(tensors, "tensors", op=op)}
+    if not named["tensors"]:
+        check_backend(backend, op=op)
+        return torch.zeros((), dtype=torch.float32)
+    table = triton_table(backend, named, op=op)
+    if table is not None:
+        return global_norm_triton(table)
+    validate_lists(named, op=op)
+    return global_norm_torch(named["tensors"])

@@ -8,8 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.chunk_table import block_size, chunk_table
-from kernels.dispatch import as_tensor_list, check_matching, check_python_float, resolve_backend
+from kernels.chunk_table import ChunkTable, block_size
+from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, launch, load_f32, store_as
 
 BLOCK = 2048
@@ -49,11 +49,9 @@ def _lerp_kernel(rows_ptr, keep, alpha, D_DTYPE: tl.constexpr, G_DTYPE: tl.const
     _lerp_block(d_ptr, g_ptr, tail, tail < count, keep, alpha, True)
 
 
-def lerp_momentum_triton(ds: list[torch.Tensor], grads: list[torch.Tensor], alpha: float) -> None:
-    """Launcher: one launch per (d, g) dtype pair in the lists."""
-    if not ds:
-        return
-    for group in chunk_table([ds, grads]).groups:
+def lerp_momentum_triton(table: ChunkTable, alpha: float) -> None:
+    """Launcher: one launch per (d, g) dtype pair in the table."""
+    for group in table.groups:
         launch(_lerp_kernel, (group.num_rows,), group.rows, 1.0 - alpha, alpha,
                D_DTYPE=TL_DTYPES[group.dtypes[0]], G_DTYPE=TL_DTYPES[group.dtypes[1]], ALIGNED=group.aligned,
                BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
@@ -62,13 +60,16 @@ def lerp_momentum_triton(ds: list[torch.Tensor], grads: list[torch.Tensor], alph
 def lerp_momentum_(ds, grads, alpha, backend: str = "auto") -> None:
     """In place d = (1 − alpha)·d + alpha·g for every pair; alpha a Python float in [0, 1]."""
     op = "lerp_momentum_"
-    ds = as_tensor_list(ds, "ds", op=op)
-    grads = as_tensor_list(grads, "grads", op=op)
-    check_matching(ds, grads, "ds", "grads", op=op)
+    named = {"ds": check_list(ds, "ds", op=op), "grads": check_list(grads, "grads", op=op)}
     alpha = check_python_float(alpha, "alpha", op=op)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"kernels.{op}: alpha must be in [0, 1], got {alpha}")
-    if resolve_backend(backend, [ds, grads], op=op) == "triton":
-        lerp_momentum_triton(ds, grads, alpha)
+    if not named["ds"]:
+        check_backend(backend, op=op)
         return
-    lerp_momentum_torch(ds, grads, alpha)
+    table = triton_table(backend, named, op=op)
+    if table is not None:
+        lerp_momentum_triton(table, alpha)
+        return
+    validate_lists(named, op=op)
+    lerp_momentum_torch(named["ds"], named["grads"], alpha)

@@ -11,8 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.chunk_table import block_size, chunk_table, radii_tensor
-from kernels.dispatch import as_radii, as_tensor_list, check_matching, resolve_backend
+from kernels.chunk_table import ChunkTable, block_size, radii_tensor
+from kernels.dispatch import as_radii, check_backend, check_list, triton_table, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, finish_reduction, launch, load_f32
 
 BLOCK = 2048
@@ -66,20 +66,16 @@ def _inner_product_kernel(rows_ptr, radii_ptr, partials_ptr, first_row, HAS_PARA
     tl.store(partials_ptr + first_row + pid, tl.sum(acc, axis=0))
 
 
-def scion_inner_product_triton(ds, directions, radii, params=None) -> torch.Tensor:
+def scion_inner_product_triton(table: ChunkTable, radii, has_params: bool) -> torch.Tensor:
     """Launcher: one first-stage launch per dtype signature plus one second-stage launch."""
-    if not ds:
-        return torch.zeros((), dtype=torch.float32)
-    lists = [ds, directions] + ([params] if params is not None else [])
-    table = chunk_table(lists)
     if table.num_rows == 0:
         return torch.zeros((), dtype=torch.float32, device=table.device)
     radii_on_device = radii_tensor(radii, table.device)
     partials = torch.empty(table.num_rows, dtype=torch.float32, device=table.device)
     for group in table.groups:
-        x_dtype = group.dtypes[2] if params is not None else group.dtypes[1]
+        x_dtype = group.dtypes[2] if has_params else group.dtypes[1]
         launch(_inner_product_kernel, (group.num_rows,), group.rows, radii_on_device, partials, group.first_row,
-               HAS_PARAMS=params is not None, D_DTYPE=TL_DTYPES[group.dtypes[0]],
+               HAS_PARAMS=has_params, D_DTYPE=TL_DTYPES[group.dtypes[0]],
                V_DTYPE=TL_DTYPES[group.dtypes[1]], X_DTYPE=TL_DTYPES[x_dtype], ALIGNED=group.aligned,
                BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
     return finish_reduction(partials, sqrt=False)
@@ -88,13 +84,14 @@ def scion_inner_product_triton(ds, directions, radii, params=None) -> torch.Tens
 def scion_inner_product(ds, directions, radii, params=None, backend: str = "auto") -> torch.Tensor:
     """S = Σ_ℓ ⟨d_ℓ, (params_ℓ or 0) − r_ℓ·dir_ℓ⟩ as a 0-dim fp32 tensor (see module doc)."""
     op = "scion_inner_product"
-    ds = as_tensor_list(ds, "ds", op=op)
-    directions = as_tensor_list(directions, "directions", op=op)
-    check_matching(ds, directions, "ds", "directions", op=op)
-    radii = as_radii(radii, len(ds), op=op)
-    if params is not None:
-        params = as_tensor_list(params, "params", op=op)
-        check_matching(ds, params, "ds", "params", op=op)
-    if resolve_backend(backend, [ds, directions, params], op=op) == "triton":
-        return scion_inner_product_triton(ds, directions, radii, params)
-    return scion_inner_product_torch(ds, directions, radii, params)
+    named = {"ds": check_list(ds, "ds", op=op), "directions": check_list(directions, "directions", op=op),
+             "params": None if params is None else check_list(params, "params", op=op)}
+    radii = as_radii(radii, len(named["ds"]), op=op)
+    if not named["ds"]:
+        check_backend(backend, op=op)
+        return torch.zeros((), dtype=torch.float32)
+    table = triton_table(backend, named, op=op)
+    if table is not None:
+        return scion_inner_product_triton(table, radii, params is not None)
+    validate_lists(named, op=op)
+    return scion_inner_product_torch(named["ds"], named["directions"], radii, named["params"])

@@ -11,8 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.chunk_table import block_size, chunk_table, radii_tensor
-from kernels.dispatch import as_radii, as_tensor_list, check_matching, check_python_float, resolve_backend
+from kernels.chunk_table import ChunkTable, block_size, radii_tensor
+from kernels.dispatch import as_radii, check_backend, check_list, check_python_float, triton_table, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, is_finite, launch, load_f32, store_as
 
 BLOCK = 2048
@@ -67,11 +67,8 @@ def _scion_update_kernel(rows_ptr, radii_ptr, scale_ptr, lr, CONSTRAINED: tl.con
         _scion_block(x_ptr, v_ptr, tail, tail < count, keep, coef, CONSTRAINED, True)
 
 
-def scion_update_triton(params, directions, radii, *, lr, scale, constrained) -> None:
-    """Launcher: one launch per (param, direction) dtype pair in the lists."""
-    if not params:
-        return
-    table = chunk_table([params, directions])
+def scion_update_triton(table: ChunkTable, radii, *, lr, scale, constrained) -> None:
+    """Launcher: one launch per (param, direction) dtype pair in the table."""
     radii_on_device = radii_tensor(radii, table.device)
     scale = scale.reshape(()).to(device=table.device, dtype=torch.float32)
     for group in table.groups:
@@ -83,16 +80,20 @@ def scion_update_triton(params, directions, radii, *, lr, scale, constrained) ->
 def scion_update_(params, directions, radii, *, lr, scale, constrained, backend: str = "auto") -> None:
     """In-place scaled LMO step (see module doc)."""
     op = "scion_update_"
-    params = as_tensor_list(params, "params", op=op)
-    directions = as_tensor_list(directions, "directions", op=op)
-    check_matching(params, directions, "params", "directions", op=op)
-    radii = as_radii(radii, len(params), op=op)
+    named = {"params": check_list(params, "params", op=op),
+             "directions": check_list(directions, "directions", op=op)}
+    radii = as_radii(radii, len(named["params"]), op=op)
     lr = check_python_float(lr, "lr", op=op)
     if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
         raise ValueError(f"kernels.{op}: scale must be a 0-dim device tensor, got {type(scale).__name__}")
     if not isinstance(constrained, bool):
         raise TypeError(f"kernels.{op}: constrained must be a bool, got {type(constrained).__name__}")
-    if resolve_backend(backend, [params, directions], op=op) == "triton":
-        scion_update_triton(params, directions, radii, lr=lr, scale=scale, constrained=constrained)
+    if not named["params"]:
+        check_backend(backend, op=op)
         return
-    scion_update_torch(params, directions, radii, lr=lr, scale=scale, constrained=constrained)
+    table = triton_table(backend, named, op=op)
+    if table is not None:
+        scion_update_triton(table, radii, lr=lr, scale=scale, constrained=constrained)
+        return
+    validate_lists(named, op=op)
+    scion_update_torch(named["params"], named["directions"], radii, lr=lr, scale=scale, constrained=constrained)
