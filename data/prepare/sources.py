@@ -2,14 +2,18 @@
 
 A source is either a hub dataset id (``HuggingFaceFW/fineweb``) or a local path: a parquet,
 jsonl/json or plain-text file, a directory of such files, or a directory written by
-``Dataset.save_to_disk``. Every kind becomes a ``datasets`` iterable dataset, read in batches
-of texts; ``datasets`` is imported only here, lazily, because it is slow to import.
+``Dataset.save_to_disk``. Files (local ones, or the data files of a hub config) are streamed
+with ``datasets``' packaged builders; a saved or downloaded dataset is read by index. Either way
+the texts come in batches, in a fixed order, from any document index: a resumed run starts
+reading at the recorded document, skipping whole parquet files by their row counts and indexing
+saved datasets directly, so it does not re-read the source from the beginning.
+``datasets`` is imported only here, lazily, because it is slow to import.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -80,14 +84,22 @@ def _local_files(path: Path) -> tuple[str, list[str]]:
 
 
 def _is_saved_dataset(path: Path) -> bool:
-    return path.is_dir() and (
-        (path / "dataset_info.json").exists()
-        or (path / "state.json").exists()
-        or (path / "dataset_dict.json").exists()
+    return path.is_dir() and any(
+        (path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")
     )
 
 
+@dataclass
+class DataFiles:
+    """Files read in order by one ``datasets`` packaged builder (parquet, json, text)."""
+
+    builder: str
+    files: list
+    kwargs: dict = field(default_factory=dict)
+
+
 def _open_local(spec: SourceSpec):
+    """A saved ``datasets.Dataset``, or the ``DataFiles`` of a local file or directory."""
     import datasets
 
     path = Path(spec.source).expanduser()
@@ -98,19 +110,19 @@ def _open_local(spec: SourceSpec):
             loaded = datasets.load_from_disk(str(path))
         except Exception as exc:  # datasets raises several types for a bad directory
             raise PrepareError(f"cannot read saved dataset {path}: {exc}") from exc
-        if isinstance(loaded, datasets.DatasetDict):
-            if spec.split not in loaded:
-                raise PrepareError(
-                    f"saved dataset {path} has no split {spec.split!r}; splits: {', '.join(loaded)}"
-                )
-            loaded = loaded[spec.split]
-        return loaded.to_iterable_dataset()
+        return _pick_split(loaded, spec, str(path))
     builder, files = _local_files(path)
-    kwargs = {"sample_by": spec.text_sample_by} if builder == "text" else {}
-    try:
-        return datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
-    except Exception as exc:
-        raise PrepareError(f"cannot read {path} as {builder}: {exc}") from exc
+    return DataFiles(builder, files, {"sample_by": spec.text_sample_by} if builder == "text" else {})
+
+
+def _pick_split(loaded, spec: SourceSpec, where: str):
+    import datasets
+
+    if isinstance(loaded, datasets.DatasetDict):
+        if spec.split not in loaded:
+            raise PrepareError(f"{where} has no split {spec.split!r}; splits: {', '.join(loaded)}")
+        return loaded[spec.split]
+    return loaded
 
 
 NO_NETWORK_HINT = (
@@ -118,6 +130,7 @@ NO_NETWORK_HINT = (
     "access and copy the output directory, or pass a local source (--source PATH to parquet, jsonl, "
     "text files or a saved dataset)"
 )
+STREAMABLE_BUILDERS = ("parquet", "json", "text", "csv", "arrow")
 
 
 def _looks_like_network_failure(exc: BaseException) -> bool:
@@ -139,24 +152,78 @@ def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
+def repository_data_files(source: str, name: Optional[str], split: str) -> Optional[DataFiles]:
+    """The data files of a dataset repository's config and split (hub id or local repository
+    directory with a README.md ``configs`` section), or None when it is not file-based."""
+    import datasets
+
+    builder = datasets.load_dataset_builder(source, name=name)
+    data_files = builder.config.data_files or {}
+    if builder.name not in STREAMABLE_BUILDERS or split not in data_files:
+        return None
+    return DataFiles(builder.name, [str(f) for f in data_files[split]])
+
+
 def _open_hub(spec: SourceSpec):
+    """A downloaded ``Dataset`` (``streaming=False``), the config's ``DataFiles`` to stream, or,
+    for a dataset that is not plain files, its ``IterableDataset``."""
     import datasets
 
     try:
-        dataset = datasets.load_dataset(spec.source, name=spec.name, split=spec.split, streaming=spec.streaming)
-        # A downloaded (cached) dataset is read through the same iterable interface as a stream.
-        return dataset if spec.streaming else dataset.to_iterable_dataset()
+        if not spec.streaming:
+            return _pick_split(datasets.load_dataset(spec.source, name=spec.name), spec, spec.source)
+        files = repository_data_files(spec.source, spec.name, spec.split)
+        if files is not None:
+            return files
+        return datasets.load_dataset(spec.source, name=spec.name, split=spec.split, streaming=True)
+    except PrepareError:
+        raise
     except Exception as exc:
         if _looks_like_network_failure(exc):
             raise PrepareError(NO_NETWORK_HINT.format(source=spec.source)) from exc
         raise PrepareError(f"cannot load {spec.source} (config {spec.name}, split {spec.split}): {exc}") from exc
 
 
-def open_dataset(spec: SourceSpec):
-    """The source as a ``datasets`` dataset (iterable when streaming)."""
+def open_source(spec: SourceSpec):
+    """The source as a ``datasets.Dataset``, ``DataFiles`` or ``datasets.IterableDataset``."""
     if spec.text_sample_by not in TEXT_SAMPLE_BY:
         raise PrepareError(f"text_sample_by must be one of {TEXT_SAMPLE_BY}, got {spec.text_sample_by!r}")
     return _open_local(spec) if is_local(spec.source) else _open_hub(spec)
+
+
+def parquet_row_counts(files: list) -> Iterator[int]:
+    """Rows of each parquet file, from its footer (local paths or remote URLs)."""
+    import pyarrow.parquet as pq
+    from datasets.utils.file_utils import xopen
+
+    for name in files:
+        with xopen(name, "rb") as handle:
+            yield pq.ParquetFile(handle).metadata.num_rows
+
+
+def _stream_files(source: DataFiles, skip_documents: int, where: str):
+    """An ``IterableDataset`` over ``source`` from document ``skip_documents``: whole parquet
+    files before it are passed over by their row counts, the rest is skipped by reading."""
+    import datasets
+
+    files = list(source.files)
+    if skip_documents and source.builder == "parquet":
+        try:
+            for rows in parquet_row_counts(source.files):
+                if skip_documents < rows:
+                    break
+                skip_documents -= rows
+                files.pop(0)
+        except Exception as exc:
+            raise PrepareError(f"cannot read the parquet footer of {files[0]} in {where}: {exc}") from exc
+    if not files:
+        return None
+    try:
+        dataset = datasets.load_dataset(source.builder, data_files=files, split="train", streaming=True,
+                                        **source.kwargs)
+    except Exception as exc:
+        raise PrepareError(f"cannot read {where} as {source.builder}: {exc}") from exc
+    return dataset.skip(skip_documents) if skip_documents else dataset
 
 
 def open_text_batches(spec: SourceSpec, batch_size: int, skip_documents: int = 0) -> Iterator[list[str]]:
@@ -166,32 +233,40 @@ def open_text_batches(spec: SourceSpec, batch_size: int, skip_documents: int = 0
     unreadable file, a missing text column or an unreachable hub raise ``PrepareError`` here,
     before any output is written.
     """
-    dataset = open_dataset(spec)
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and spec.text_column not in columns:
-        raise PrepareError(_missing_column_message(spec, columns))
-    if columns is not None and len(columns) > 1:
-        dataset = dataset.select_columns([spec.text_column])
-    if skip_documents:
-        dataset = dataset.skip(skip_documents)
-    batches = _iter_checked_batches(spec, dataset, batch_size, skip_documents)
+    import datasets
+
+    opened = open_source(spec)
+    if isinstance(opened, datasets.Dataset):
+        _check_columns(spec, opened.column_names)
+        batches = _indexed_batches(spec, opened.select_columns([spec.text_column]), batch_size, skip_documents)
+    else:
+        if isinstance(opened, DataFiles):
+            opened = _stream_files(opened, skip_documents, spec.source)
+        elif skip_documents:
+            opened = opened.skip(skip_documents)
+        if opened is None:
+            return iter(())
+        columns = opened.column_names
+        if columns is not None:
+            _check_columns(spec, columns)
+            if len(columns) > 1:
+                opened = opened.select_columns([spec.text_column])
+        batches = _streamed_batches(spec, opened, batch_size, skip_documents)
     first = next(batches, None)
     return batches if first is None else itertools.chain([first], batches)
 
 
-def _iter_checked_batches(spec: SourceSpec, dataset, batch_size: int, index: int) -> Iterator[list[str]]:
-    column = spec.text_column
+def _indexed_batches(spec: SourceSpec, dataset, batch_size: int, start: int) -> Iterator[list[str]]:
+    for index in range(start, len(dataset), batch_size):
+        yield _checked_texts(spec, dataset[index : index + batch_size][spec.text_column], index)
+
+
+def _streamed_batches(spec: SourceSpec, dataset, batch_size: int, index: int) -> Iterator[list[str]]:
     try:
         for batch in dataset.iter(batch_size=batch_size):
-            if column not in batch:
+            if spec.text_column not in batch:
                 raise PrepareError(_missing_column_message(spec, list(batch)))
-            texts = batch[column]
-            for offset, text in enumerate(texts):
-                if not isinstance(text, str):
-                    raise PrepareError(
-                        f"{spec.source}: document {index + offset} has a {type(text).__name__} "
-                        f"in column {column!r}, expected a string"
-                    )
+            texts = _checked_texts(spec, batch[spec.text_column], index)
             index += len(texts)
             yield texts
     except PrepareError:
@@ -200,6 +275,21 @@ def _iter_checked_batches(spec: SourceSpec, dataset, batch_size: int, index: int
         if not is_local(spec.source) and _looks_like_network_failure(exc):
             raise PrepareError(NO_NETWORK_HINT.format(source=spec.source)) from exc
         raise PrepareError(f"cannot read {spec.source} after document {index}: {exc}") from exc
+
+
+def _checked_texts(spec: SourceSpec, texts: list, index: int) -> list[str]:
+    for offset, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise PrepareError(
+                f"{spec.source}: document {index + offset} has a {type(text).__name__} "
+                f"in column {spec.text_column!r}, expected a string"
+            )
+    return texts
+
+
+def _check_columns(spec: SourceSpec, columns) -> None:
+    if spec.text_column not in columns:
+        raise PrepareError(_missing_column_message(spec, columns))
 
 
 def _missing_column_message(spec: SourceSpec, columns) -> str:

@@ -204,3 +204,92 @@ def test_custom_text_column(tmp_path, documents, reference):
     source = write_jsonl(tmp_path / "content.jsonl", documents, column="content")
     run(source, tmp_path / "out", text_column="content")
     assert shard_bytes(tmp_path / "out") == shard_bytes(reference)
+
+
+def _record_opened_files(monkeypatch):
+    """Record the data_files of every datasets.load_dataset call."""
+    import datasets
+
+    original, opened = datasets.load_dataset, []
+
+    def recording(*args, **kwargs):
+        opened.append([str(f) for f in kwargs.get("data_files") or []])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", recording)
+    return opened
+
+
+def _parquet_parts(directory, documents, n_parts=4):
+    directory.mkdir(parents=True)
+    step = math.ceil(len(documents) / n_parts)
+    for part in range(n_parts):
+        write_parquet(directory / f"{part:03d}_00000.parquet", documents[part * step : (part + 1) * step])
+    return directory
+
+
+def test_resume_passes_over_whole_parquet_files_by_row_count(tmp_path, monkeypatch, documents, reference):
+    source = _parquet_parts(tmp_path / "parts", documents)
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        _fail_on_call(patch, shards, "write_shard", 6)  # the 6th shard starts past the first file
+        with pytest.raises(Interrupted):
+            run(source, out)
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["position"]["document"] > 30
+    with monkeypatch.context() as patch:
+        opened = _record_opened_files(patch)
+        run(source, out)
+    assert opened and not any(name.endswith("000_00000.parquet") for name in opened[0])
+    assert shard_bytes(out) == shard_bytes(reference)
+
+
+def test_resume_of_a_saved_dataset_reads_by_index(tmp_path, monkeypatch, documents, reference):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": documents}).save_to_disk(str(tmp_path / "saved"))
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        _fail_on_call(patch, pipeline, "save_progress", 4)
+        with pytest.raises(Interrupted):
+            run(tmp_path / "saved", out)
+    run(tmp_path / "saved", out)
+    assert shard_bytes(out) == shard_bytes(reference)
+
+
+README_WITH_CONFIGS = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/*/*
+- config_name: sample-10BT
+  data_files:
+  - split: train
+    path: sample/10BT/*
+---
+"""
+
+
+def test_hub_path_streams_the_config_data_files(tmp_path, monkeypatch, documents, reference):
+    """The hub code path on a local dataset repository laid out like HuggingFaceFW/fineweb."""
+    from data.prepare import sources
+
+    repo = tmp_path / "fineweb"
+    _parquet_parts(repo / "sample" / "10BT", documents)
+    (repo / "data" / "CC-MAIN-X").mkdir(parents=True)
+    write_parquet(repo / "data" / "CC-MAIN-X" / "000.parquet", ["not part of the sample"])
+    (repo / "README.md").write_text(README_WITH_CONFIGS)
+    monkeypatch.setattr(sources, "is_local", lambda source: False)
+    files = sources.repository_data_files(str(repo), "sample-10BT", "train")
+    assert files.builder == "parquet" and [f.rsplit("/", 1)[1] for f in files.files] == [
+        f"{i:03d}_00000.parquet" for i in range(4)]
+
+    config = PrepareConfig(source=SourceSpec(source=str(repo), name="sample-10BT"), out_dir=tmp_path / "out",
+                           prefix="t", shard_tokens=SHARD, val_tokens=VAL, workers=0, progress=False)
+    with monkeypatch.context() as patch:
+        _fail_on_call(patch, shards, "write_shard", 5)
+        with pytest.raises(Interrupted):
+            prepare(config)
+    prepare(config)
+    assert shard_bytes(tmp_path / "out") == shard_bytes(reference)
