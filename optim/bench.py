@@ -1,0 +1,116 @@
+"""Optimizer step time on the GPT-2 124M parameter set, every registry optimizer against fused AdamW.
+
+    python -m optim.bench                       # 124M shapes (GPU), writes benchmarks/results/optim-step-<device>.json
+    python -m optim.bench --size small          # scaled-down shapes that run on CPU in seconds
+
+The parameter set is built from the shapes alone (the Clipped Scion NanoGPT model: 12 blocks of qkv (3d, d),
+proj (d, d), fc (4d, d), proj (d, 4d), and the tied (50304, d) embedding/head; no norm gains), named as the model
+names them so the group rules of each optimizer apply. Gradients are fixed random tensors; the time is the median
+of `--steps` timed `optimizer.step()` calls after `--warmup` untimed ones (CUDA-synchronized on GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .config import OptimConfig
+from .registry import REGISTRY
+
+SIZES = {"124m": dict(n_layer=12, d=768, vocab=50304), "small": dict(n_layer=2, d=64, vocab=512)}
+HYPERPARAMETERS = {"gclip": dict(gamma=1.0), "dgclip": dict(gamma=1.0, delta=1e-3), "sgd": dict(momentum=0.9),
+                   "muon": dict(lr=0.02)}
+
+
+def parameter_set(n_layer: int, d: int, vocab: int, device, dtype=torch.float32) -> list[tuple[str, torch.Tensor]]:
+    shapes = [("embed.weight", (vocab, d))]
+    for i in range(n_layer):
+        shapes += [(f"blocks.{i}.attn.qkv.weight", (3 * d, d)), (f"blocks.{i}.attn.proj.weight", (d, d)),
+                   (f"blocks.{i}.mlp.fc.weight", (4 * d, d)), (f"blocks.{i}.mlp.proj.weight", (d, 4 * d))]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    named = []
+    for name, shape in shapes:
+        p = torch.nn.Parameter((0.02 * torch.randn(shape, generator=gen)).to(device, dtype))
+        p.grad = (1e-3 * torch.randn(shape, generator=gen)).to(device, dtype)
+        named.append((name, p))
+    return named
+
+
+def time_optimizer(name: str, named, *, steps: int, warmup: int, ns_dtype: str) -> float:
+    kwargs = dict(HYPERPARAMETERS.get(name, {}))
+    if name == "muon" or "scion" in name:
+        kwargs["ns_dtype"] = ns_dtype
+    optimizer = REGISTRY[name].build(named, OptimConfig(name=name, **kwargs))
+    device = named[0][1].device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        optimizer.step()
+    times = []
+    for _ in range(steps):
+        sync()
+        t0 = time.perf_counter()
+        optimizer.step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def run(size: str = "124m", steps: int = 20, warmup: int = 3, names: list[str] | None = None,
+        device: str | None = None, ns_dtype: str = "bfloat16") -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    named = parameter_set(**SIZES[size], device=device)
+    names = names or list(REGISTRY)
+    results = {}
+    for name in names:
+        fresh = [(n, torch.nn.Parameter(p.detach().clone())) for n, p in named]
+        for (_, new), (_, old) in zip(fresh, named):
+            new.grad = old.grad.clone()
+        results[name] = {"step_ms": time_optimizer(name, fresh, steps=steps, warmup=warmup, ns_dtype=ns_dtype)}
+    base = results.get("adamw", {}).get("step_ms")
+    for entry in results.values():
+        entry["vs_fused_adamw"] = entry["step_ms"] / base if base else None
+    overhead = {}
+    for clipped, plain in (("unconstrained_clipped_scion", "unconstrained_scion"), ("clipped_scion", "scion")):
+        if clipped in results and plain in results:
+            overhead[clipped] = results[clipped]["step_ms"] / results[plain]["step_ms"] - 1
+    return {
+        "benchmark": "optimizer step time", "size": size, "shapes": SIZES[size],
+        "numel": sum(p.numel() for _, p in named), "tensors": len(named), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "ns_dtype": ns_dtype, "steps": steps, "warmup": warmup,
+        "results": results, "clipping_overhead_vs_unclipped": overhead,
+        "targets": "clipped_scion clipping < 2% of the Scion step; dgclip no slower than fused AdamW",
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="124m")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--ns-dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--only", nargs="*", default=None, help="optimizer names (default: all)")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/optim-step-<dev>.json)")
+    args = parser.parse_args(argv)
+    report = run(args.size, args.steps, args.warmup, args.only, args.device, args.ns_dtype)
+    tag = "cpu" if report["device"] == "cpu" else report["device_name"].lower().replace(" ", "-")
+    out = Path(args.out or f"benchmarks/results/optim-step-{tag}-{args.size}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    for name, entry in report["results"].items():
+        ratio = entry["vs_fused_adamw"]
+        print(f"{name:<28} {entry['step_ms']:9.3f} ms  {ratio:6.2f}x fused AdamW" if ratio else name)
+    for name, value in report["clipping_overhead_vs_unclipped"].items():
+        print(f"clipping overhead of {name}: {100 * value:+.1f}%")
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
