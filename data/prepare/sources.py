@@ -13,6 +13,8 @@ saved datasets directly, so it does not re-read the source from the beginning.
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -164,11 +166,35 @@ def repository_data_files(source: str, name: Optional[str], split: str) -> Optio
     return DataFiles(builder.name, [str(f) for f in data_files[split]])
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_host_unresolvable() -> bool:
+    """True when, without a proxy, the hub's host name does not resolve: fail at once instead of
+    after the hub client's retries."""
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return False
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    if not host:
+        return False
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror:
+        return True
+    return False
+
+
 def _open_hub(spec: SourceSpec):
     """A downloaded ``Dataset`` (``streaming=False``), the config's ``DataFiles`` to stream, or,
     for a dataset that is not plain files, its ``IterableDataset``."""
     import datasets
 
+    if hub_host_unresolvable():
+        raise PrepareError(NO_NETWORK_HINT.format(source=spec.source))
     try:
         if not spec.streaming:
             return _pick_split(datasets.load_dataset(spec.source, name=spec.name), spec, spec.source)

@@ -131,3 +131,19 @@ def test_a_directory_being_written_by_another_run_is_refused(tmp_path):
         with pytest.raises(PrepareError, match="another preparation is writing"):
             run(source, out)
     run(source, out)  # free again
+
+
+def test_unresolvable_hub_host_fails_at_once(tmp_path, monkeypatch):
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    config = PrepareConfig(source=SourceSpec(source="HuggingFaceFW/fineweb", name="sample-10BT"),
+                           out_dir=tmp_path / "out", workers=0, progress=False)
+    with pytest.raises(PrepareError, match="cannot reach the Hugging Face Hub for HuggingFaceFW/fineweb"):
+        prepare(config)
+    assert not (tmp_path / "out" / "manifest.json").exists()
