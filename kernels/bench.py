@@ -82,6 +82,7 @@ def measure(fn, device: torch.device, args) -> dict:
 
 
 def run_set(model: str, dtype_name: str, device: torch.device, args) -> dict:
+    torch._dynamo.reset()  # compile each parameter set from scratch (no dynamic-shape recompiles)
     ts = make_tensors(model, DTYPES[dtype_name], device)
     cases = build_cases(ts, args.kernels, args.backend)
     rows, copy_gbps = [], None

@@ -156,7 +156,7 @@ def build_cases(ts: TensorSet, names: list[str], backends: list[str]) -> list[Ca
 
     def compile_once(fn):
         if fn not in compiled:
-            compiled[fn] = torch.compile(fn)
+            compiled[fn] = torch.compile(fn, dynamic=False)  # static shapes, as a training run has
         return compiled[fn]
 
     table = {

@@ -1,8 +1,8 @@
 """Clip factors of the global gradient norm: one scalar that multiplies the whole gradient.
 
 * ``"none"``:       c = 1
-* ``"gclip"``:      c = min(1, γ/n)                 (gradient clipping, Zhang et al. 2020, eq. 2)
-* ``"dgclip"``:     c = min(1, max(δ, γ/n))         (δ-GClip, Koloskova et al. 2023, eq. 4)
+* ``"gclip"``:      c = min(1, γ/n)                 (GClip, Tucat et al. 2025, arXiv:2404.08624, Def. 1)
+* ``"dgclip"``:     c = min(1, max(δ, γ/n))         (δ-GClip, same paper, Def. 2; the step lies in [lr·δ, lr])
 * ``"normalized"``: c = 1/(n + β)                   (normalized GD; n + β = 0 gives 1: the gradient is 0)
 
 n = 0 gives 1 for gclip/dgclip (the update is zero anyway). A non-finite n gives NaN for every rule, so a

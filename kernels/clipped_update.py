@@ -5,7 +5,8 @@ Per element, with c = clip_factor(norm) (kernels.clip_factor):
     momentum > 0:  m = μ·m + g';   u = g' + μ·m (Nesterov) or m (heavy ball)
     otherwise:     u = g'
     decoupled:     p = p·(1 − lr·wd) − lr·u
-    coupled:       p = p − lr·(u + c·wd·p)          (the δ-GClip paper's code, Koloskova et al. 2023)
+    coupled:       p = p − lr·(u + c·wd·p)          (L2 folded into the gradient after the norm is taken,
+                                                     as in the δ-GClip reference code, Tucat et al. 2025)
 For rule gclip and wd = 0 this is torch ``clip_grad_norm_`` followed by ``SGD`` (dampening 0).
 If ``norm`` is non-finite nothing is written. Parameters may be fp32 or bf16; the math is fp32.
 """
@@ -18,7 +19,7 @@ import triton.language as tl
 from kernels.chunk_table import ChunkTable, block_size
 from kernels.clip_factor import CLIP_RULES, clip_factor, validate_clip_args
 from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, validate_lists
-from kernels.triton_common import TL_DTYPES, chunk_pointer, is_finite, launch, load_f32, store_as
+from kernels.triton_common import TL_DTYPES, device_guard, chunk_pointer, is_finite, launch, load_f32, store_as
 
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 BLOCK = 1024
@@ -131,14 +132,15 @@ def clipped_sgd_update_triton(table: ChunkTable, norm, *, lr, rule, gamma, delta
                               weight_decay, weight_decay_mode) -> None:
     """Launcher: one launch per dtype signature of (param, grad, momentum) rows in the table."""
     norm = norm.reshape(()).to(device=table.device, dtype=torch.float32)
-    for group in table.groups:
-        m_dtype = group.dtypes[2] if momentum > 0 else group.dtypes[1]
-        launch(_clipped_sgd_kernel, (group.num_rows,), group.rows, norm, lr, 1.0 - lr * weight_decay,
-               weight_decay, momentum, float(gamma or 0.0), delta, beta,
-               RULE=CLIP_RULES.index(rule), HAS_MOMENTUM=momentum > 0, NESTEROV=nesterov,
-               COUPLED=weight_decay_mode == "coupled", P_DTYPE=TL_DTYPES[group.dtypes[0]],
-               G_DTYPE=TL_DTYPES[group.dtypes[1]], M_DTYPE=TL_DTYPES[m_dtype], ALIGNED=group.aligned,
-               BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
+    with device_guard(table.device):
+        for group in table.groups:
+            m_dtype = group.dtypes[2] if momentum > 0 else group.dtypes[1]
+            launch(_clipped_sgd_kernel, (group.num_rows,), group.rows, norm, lr, 1.0 - lr * weight_decay,
+                   weight_decay, momentum, float(gamma or 0.0), delta, beta,
+                   RULE=CLIP_RULES.index(rule), HAS_MOMENTUM=momentum > 0, NESTEROV=nesterov,
+                   COUPLED=weight_decay_mode == "coupled", P_DTYPE=TL_DTYPES[group.dtypes[0]],
+                   G_DTYPE=TL_DTYPES[group.dtypes[1]], M_DTYPE=TL_DTYPES[m_dtype], ALIGNED=group.aligned,
+                   BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
 
 
 def check_update_args(params, grads, momenta, norm, *, lr, rule, gamma, delta, beta, momentum, nesterov,

@@ -12,7 +12,7 @@ import triton.language as tl
 
 from kernels.chunk_table import ChunkTable, block_size
 from kernels.dispatch import check_backend, check_list, triton_table, validate_lists
-from kernels.triton_common import TL_DTYPES, chunk_pointer, finish_reduction, launch, load_f32
+from kernels.triton_common import TL_DTYPES, device_guard, chunk_pointer, finish_reduction, launch, load_f32
 
 BLOCK = 2048
 NUM_WARPS = 8
@@ -54,10 +54,12 @@ def global_norm_triton(table: ChunkTable) -> torch.Tensor:
     if table.num_rows == 0:
         return torch.zeros((), dtype=torch.float32, device=table.device)
     partials = torch.empty(table.num_rows, dtype=torch.float32, device=table.device)
-    for group in table.groups:
-        launch(_sum_squares_kernel, (group.num_rows,), group.rows, partials, group.first_row,
-               DTYPE=TL_DTYPES[group.dtypes[0]], ALIGNED=group.aligned, BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
-    return finish_reduction(partials, sqrt=True)
+    with device_guard(table.device):
+        for group in table.groups:
+            launch(_sum_squares_kernel, (group.num_rows,), group.rows, partials, group.first_row,
+                   DTYPE=TL_DTYPES[group.dtypes[0]], ALIGNED=group.aligned, BLOCK=block_size(BLOCK),
+                   num_warps=NUM_WARPS)
+        return finish_reduction(partials, sqrt=True)
 
 
 def global_norm(tensors, backend: str = "auto") -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Momentum averaging of Scion / Clipped Scion: d = (1 − α)·d + α·g, in place, fp32 math.
 
-(Pethick et al. 2025, "Training Deep Learning Models with Norm-Constrained LMOs", Alg. 1 line 3.)
+(Scion / Clipped Scion reference code: d ← (1−α)d + αg; Pethick et al. 2025, arXiv:2502.07529 and
+arXiv:2506.01913, Algorithms 3–4.)
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import triton.language as tl
 
 from kernels.chunk_table import ChunkTable, block_size
 from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, validate_lists
-from kernels.triton_common import TL_DTYPES, chunk_pointer, launch, load_f32, store_as
+from kernels.triton_common import TL_DTYPES, device_guard, chunk_pointer, launch, load_f32, store_as
 
 BLOCK = 2048
 NUM_WARPS = 8
@@ -51,10 +52,11 @@ def _lerp_kernel(rows_ptr, keep, alpha, D_DTYPE: tl.constexpr, G_DTYPE: tl.const
 
 def lerp_momentum_triton(table: ChunkTable, alpha: float) -> None:
     """Launcher: one launch per (d, g) dtype pair in the table."""
-    for group in table.groups:
-        launch(_lerp_kernel, (group.num_rows,), group.rows, 1.0 - alpha, alpha,
-               D_DTYPE=TL_DTYPES[group.dtypes[0]], G_DTYPE=TL_DTYPES[group.dtypes[1]], ALIGNED=group.aligned,
-               BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
+    with device_guard(table.device):
+        for group in table.groups:
+            launch(_lerp_kernel, (group.num_rows,), group.rows, 1.0 - alpha, alpha,
+                   D_DTYPE=TL_DTYPES[group.dtypes[0]], G_DTYPE=TL_DTYPES[group.dtypes[1]], ALIGNED=group.aligned,
+                   BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
 
 
 def lerp_momentum_(ds, grads, alpha, backend: str = "auto") -> None:

@@ -1,8 +1,9 @@
 """Layer-sum inner product of Clipped Scion: S = Σ_ℓ ⟨d_ℓ, x_ℓ − r_ℓ·dir_ℓ⟩ with x_ℓ = params_ℓ or 0.
 
 dir_ℓ = lmo_ℓ(d_ℓ) is the unit-ball LMO direction (it points against d_ℓ), so with params=None
-S = Σ_ℓ r_ℓ·⟨d_ℓ, −lmo_ℓ(d_ℓ)⟩ = Σ_ℓ r_ℓ‖d_ℓ‖_* ≥ 0 is the layer-wise dual norm G of Clipped Scion
-(Pethick et al. 2025, eq. 7), and with params it is the Frank-Wolfe gap ⟨d, x − s⟩ of the constrained variant.
+S = Σ_ℓ r_ℓ·⟨d_ℓ, −lmo_ℓ(d_ℓ)⟩ = Σ_ℓ r_ℓ‖d_ℓ‖_* ≥ 0 is the layer-wise dual norm of Clipped Scion
+(Pethick et al. 2025, arXiv:2506.01913, Algorithm 3: Σ_ℓ⟨d_ℓ, v_ℓ⟩ with v_ℓ = −r_ℓ·lmo(d_ℓ)), and with params it
+is the Frank-Wolfe gap Σ_ℓ⟨d_ℓ, x_ℓ − r_ℓ·lmo(d_ℓ)⟩ of Algorithm 4.
 Returns a 0-dim fp32 tensor accumulated in fp32; no host synchronisation.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import triton.language as tl
 
 from kernels.chunk_table import ChunkTable, block_size, radii_tensor
 from kernels.dispatch import as_radii, check_backend, check_list, triton_table, validate_lists
-from kernels.triton_common import TL_DTYPES, chunk_pointer, finish_reduction, launch, load_f32
+from kernels.triton_common import TL_DTYPES, device_guard, chunk_pointer, finish_reduction, launch, load_f32
 
 BLOCK = 2048
 NUM_WARPS = 8
@@ -72,13 +73,14 @@ def scion_inner_product_triton(table: ChunkTable, radii, has_params: bool) -> to
         return torch.zeros((), dtype=torch.float32, device=table.device)
     radii_on_device = radii_tensor(radii, table.device)
     partials = torch.empty(table.num_rows, dtype=torch.float32, device=table.device)
-    for group in table.groups:
-        x_dtype = group.dtypes[2] if has_params else group.dtypes[1]
-        launch(_inner_product_kernel, (group.num_rows,), group.rows, radii_on_device, partials, group.first_row,
-               HAS_PARAMS=has_params, D_DTYPE=TL_DTYPES[group.dtypes[0]],
-               V_DTYPE=TL_DTYPES[group.dtypes[1]], X_DTYPE=TL_DTYPES[x_dtype], ALIGNED=group.aligned,
-               BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
-    return finish_reduction(partials, sqrt=False)
+    with device_guard(table.device):
+        for group in table.groups:
+            x_dtype = group.dtypes[2] if has_params else group.dtypes[1]
+            launch(_inner_product_kernel, (group.num_rows,), group.rows, radii_on_device, partials, group.first_row,
+                   HAS_PARAMS=has_params, D_DTYPE=TL_DTYPES[group.dtypes[0]],
+                   V_DTYPE=TL_DTYPES[group.dtypes[1]], X_DTYPE=TL_DTYPES[x_dtype], ALIGNED=group.aligned,
+                   BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
+        return finish_reduction(partials, sqrt=False)
 
 
 def scion_inner_product(ds, directions, radii, params=None, backend: str = "auto") -> torch.Tensor:

@@ -2,7 +2,8 @@
 
     unconstrained:  x ← x + lr·s·r_ℓ·dir_ℓ
     constrained:    x ← (1 − lr·s)·x + lr·s·r_ℓ·dir_ℓ        (Frank-Wolfe step onto the r_ℓ-ball)
-(Pethick et al. 2025, Alg. 1; Clipped Scion uses s = min(1, G/ρ) or similar from kernels.scion_inner_product.)
+(Pethick et al. 2025, arXiv:2506.01913, Algorithms 3–4 in the reference code's form W ← W − lr·η·u with
+η = min(1, S/ρ) and S from kernels.scion_inner_product; the constrained form is x ← x − lr·η·(x − r·lmo).)
 ``scale`` is a 0-dim device tensor; if it is non-finite nothing is written. fp32 math, fp32 or bf16 params.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import triton.language as tl
 
 from kernels.chunk_table import ChunkTable, block_size, radii_tensor
 from kernels.dispatch import as_radii, check_backend, check_list, check_python_float, triton_table, validate_lists
-from kernels.triton_common import TL_DTYPES, chunk_pointer, is_finite, launch, load_f32, store_as
+from kernels.triton_common import TL_DTYPES, device_guard, chunk_pointer, is_finite, launch, load_f32, store_as
 
 BLOCK = 2048
 NUM_WARPS = 8
@@ -71,10 +72,11 @@ def scion_update_triton(table: ChunkTable, radii, *, lr, scale, constrained) -> 
     """Launcher: one launch per (param, direction) dtype pair in the table."""
     radii_on_device = radii_tensor(radii, table.device)
     scale = scale.reshape(()).to(device=table.device, dtype=torch.float32)
-    for group in table.groups:
-        launch(_scion_update_kernel, (group.num_rows,), group.rows, radii_on_device, scale, lr,
-               CONSTRAINED=constrained, X_DTYPE=TL_DTYPES[group.dtypes[0]], V_DTYPE=TL_DTYPES[group.dtypes[1]],
-               ALIGNED=group.aligned, BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
+    with device_guard(table.device):
+        for group in table.groups:
+            launch(_scion_update_kernel, (group.num_rows,), group.rows, radii_on_device, scale, lr,
+                   CONSTRAINED=constrained, X_DTYPE=TL_DTYPES[group.dtypes[0]], V_DTYPE=TL_DTYPES[group.dtypes[1]],
+                   ALIGNED=group.aligned, BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
 
 
 def scion_update_(params, directions, radii, *, lr, scale, constrained, backend: str = "auto") -> None:

@@ -70,6 +70,11 @@ def count_launches() -> Iterator[LaunchCounter]:
         _counters.remove(counter)
 
 
+def device_guard(device: torch.device):
+    """Make ``device`` current while launching (Triton launches on the current CUDA device)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def launch(kernel, grid: tuple[int, ...], *args, **kwargs) -> None:
     """Launch ``kernel[grid](*args, **kwargs)``; every Triton launch in this package goes through here."""
     for counter in _counters:

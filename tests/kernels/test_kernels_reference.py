@@ -51,7 +51,7 @@ def test_clip_factor_matches_float64(rule, n):
 
 
 def test_dgclip_factor_lies_in_delta_one():
-    """δ-GClip: the effective step size lies in [lr·δ, lr] (Koloskova et al. 2023)."""
+    """δ-GClip: the effective step size lies in [lr·δ, lr] (Tucat et al. 2025, Def. 2)."""
     norms = torch.logspace(-3, 6, 50)
     cs = torch.stack([kernels.clip_factor(n, "dgclip", gamma=1.0, delta=0.05) for n in norms])
     assert bool((cs >= 0.05).all()) and bool((cs <= 1.0).all())
@@ -114,7 +114,7 @@ def test_gclip_update_equals_torch_clip_grad_norm_and_sgd(nesterov):
 
 
 def test_gclip_step_never_longer_than_lr_gamma():
-    """GClip without momentum moves the parameters by at most lr·γ (Zhang et al. 2020)."""
+    """GClip without momentum moves the parameters by at most lr·γ (Tucat et al. 2025, Def. 1)."""
     params, grads = _tensors(seed=4), _tensors(seed=5, scale=100.0)
     before = [p.clone() for p in params]
     kernels.clipped_sgd_update_(params, grads, None, kernels.global_norm(grads), lr=0.1, rule="gclip", gamma=2.0)
