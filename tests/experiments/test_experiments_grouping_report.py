@@ -1,0 +1,65 @@
+"""Seeds grouped into settings, sweep-axis detection, and the report files on synthetic runs (no training)."""
+from __future__ import annotations
+
+from experiments.grouping import differing_keys, group_runs, sweep_axis
+from experiments.report import main as report_main, write_report
+from experiments.runfiles import Run
+from tests.experiments.fake_runs import write_run
+
+
+def _load(*paths):
+    return [Run.load(p) for p in paths]
+
+
+def test_seeds_of_one_setting_form_one_group(tmp_path):
+    runs = _load(write_run(tmp_path / "adamw-s0", seed=0), write_run(tmp_path / "adamw-s1", seed=1),
+                 write_run(tmp_path / "dgclip-s0", optim="dgclip", lr=0.5, seed=0))
+    assert differing_keys(runs) == ["optim.lr", "optim.name"]  # seed and out_dir never count
+    groups = group_runs(runs)
+    assert [(g.label, [r.name for r in g.runs]) for g in groups] == [
+        ("adamw", ["adamw-s0", "adamw-s1"]), ("dgclip", ["dgclip-s0"])]
+
+
+def test_a_comparison_with_one_lr_per_optimizer_is_not_a_sweep(tmp_path):
+    runs = _load(write_run(tmp_path / "adamw"), write_run(tmp_path / "dgclip", optim="dgclip", lr=0.5))
+    assert sweep_axis(group_runs(runs)) is None
+
+
+def test_sweep_axis_is_the_key_varying_within_an_optimizer(tmp_path):
+    runs = _load(*(write_run(tmp_path / f"cs-{rho}", optim="clipped_scion", extra_optim={"rho": rho})
+                   for rho in (600, 150, 2400)),
+                 *(write_run(tmp_path / f"ucs-{rho}", optim="unconstrained_clipped_scion", extra_optim={"rho": rho})
+                   for rho in (150, 600)))
+    axis = sweep_axis(group_runs(runs))
+    assert axis.key == "optim.rho" and axis.numeric
+    assert {label: [x for x, _ in points] for label, points in axis.lines.items()} == {
+        "name=clipped_scion": [150, 600, 2400], "name=unconstrained_clipped_scion": [150, 600]}
+
+
+def test_categorical_sweep_axis(tmp_path):
+    runs = _load(*(write_run(tmp_path / w, extra_optim={"gr": {"warmup": w}}) for w in ("none", "zero", "r")))
+    axis = sweep_axis(group_runs(runs), "optim.gr.warmup")
+    assert not axis.numeric and [x for x, _ in axis.lines["adamw"]] == ["none", "r", "zero"]
+
+
+def test_report_writes_markdown_table_and_pngs(tmp_path):
+    runs = [write_run(tmp_path / f"ucs-rho={rho}", optim="unconstrained_clipped_scion", clip=True,
+                      extra_optim={"rho": rho}, losses=[10 - s * rho / 10000 for s in range(1, 11)])
+            for rho in (150, 600, 2400)]
+    report = write_report(runs, tmp_path / "report", smooth=0.0, target_loss=9.5, title="rho sweep")
+    text = report.read_text()
+    assert text.startswith("# rho sweep")
+    for png in ("loss_vs_step.png", "loss_vs_tokens.png", "loss_vs_time.png", "grad_norm_clip.png", "sweep.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 5000 and f"({png})" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ucs-rho=")]
+    assert len(rows) == 3
+    # loss 10 - s*rho/1e4 reaches 9.5 at s=3 (rho 2400: 9.28) and s=9 (rho 600: 9.46), never for rho 150 (9.85)
+    assert "| ucs-rho=2400 | unconstrained_clipped_scion | rho=2400 | 10 | 7.700 | 7.700 (10) | 7.600 | 3 |" in text
+    steps_to_target = {r.split("|")[1].strip(): r.split("|")[8].strip() for r in rows}
+    assert steps_to_target == {"ucs-rho=150": "–", "ucs-rho=600": "9", "ucs-rho=2400": "3"}
+    assert "## Sweep over `optim.rho`" in text
+
+
+def test_report_cli_names_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
