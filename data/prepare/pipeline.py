@@ -272,7 +272,7 @@ def _prepare_locked(config: PrepareConfig, out_dir: Path, rebuild_on_mismatch: b
     summary.documents = progress.documents_done
     if summary.tokens["val"] < config.val_tokens:
         summary.warnings.append(
-            f"the source ran out inside the validation shard ({summary.tokens['val']} of {config.val_tokens} tokens)"
+            f"the run ended inside the validation shard ({summary.tokens['val']} of {config.val_tokens} tokens)"
         )
     return summary
 
@@ -288,8 +288,9 @@ def _run(config: PrepareConfig, progress: Progress, batches) -> int:
     total = config.max_tokens
     bar = tqdm(total=total, initial=written_before, unit="tok", unit_scale=True, disable=not config.progress,
                desc=f"tokenizing {config.source.source}", dynamic_ncols=True)
+    tokenized = tokenize_batches(batches, config.workers)
     try:
-        for batch in tokenize_batches(batches, config.workers):
+        for batch in tokenized:
             before = writer.fill + sum(s.tokens for s in progress.shards)
             more = writer.add(batch, document, skip_tokens=skip)
             after = writer.fill + sum(s.tokens for s in progress.shards)
@@ -304,5 +305,6 @@ def _run(config: PrepareConfig, progress: Progress, batches) -> int:
         else:
             writer.finish(Position(document, 0), document)
     finally:
+        tokenized.close()  # stops the worker pool at once, also on errors and at max_tokens
         bar.close()
     return sum(s.tokens for s in progress.shards) - written_before
