@@ -47,7 +47,7 @@ def assert_lists_close(got, want, dtype):
 
 # ----------------------------------------------------------------------------------------- global norm
 @pytest.mark.parametrize("shapes", [ODD_SHAPES, TINY_MANY], ids=["odd", "many_tiny"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_global_norm_matches_reference(shapes, dtype):
     ts = make(shapes, dtype)
     got = kernels.global_norm(ts, backend="triton")

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from kernels.bench_cases import KERNEL_NAMES, parameter_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,3 +43,18 @@ def test_bench_cli_tiny_interpreter_and_torch(tmp_path):
                 assert row["error"] is None and row["median_ms"] > 0 and row["bytes"] > 0, row
                 assert row["pct_of_copy"] > 0
             assert rows[(kernel, "triton")]["speedup_vs_torch"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bench_cli_on_gpu(tmp_path):
+    """do_bench and do_bench_cudagraph paths of the CLI, at the tiny size."""
+    out = tmp_path / "kernels-gpu-test.json"
+    cmd = [sys.executable, "-m", "kernels.bench", "--model", "tiny", "--dtype", "bf16", "--backend", "triton",
+           "torch", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rows = {(r["kernel"], r["impl"]): r for r in json.loads(out.read_text())["runs"][0]["results"]}
+    for kernel in KERNEL_NAMES:
+        assert rows[(kernel, "triton")]["error"] is None, rows[(kernel, "triton")]
+        assert rows[(kernel, "triton")]["cuda_graph_median_ms"] > 0
