@@ -108,9 +108,14 @@ def build_table(tensor_lists: Sequence[Sequence[torch.Tensor]], chunk_size: int)
     """Build (uncached) the grouped chunk table for parallel lists of same-shaped contiguous tensors."""
     first = tensor_lists[0]
     device = first[0].device
-    signatures = [tuple(ts[i].dtype for ts in tensor_lists) for i in range(len(first))]
     bases = [[t.data_ptr() for t in ts] for ts in tensor_lists]
     sizes = [[t.element_size() for t in ts] for ts in tensor_lists]
+    if (chunk_size * min(min(s) for s in sizes)) % ALIGNMENT_BYTES:
+        raise ValueError(f"chunk_size {chunk_size} does not keep chunk starts {ALIGNMENT_BYTES}-byte aligned")
+    # A tensor is aligned when all its lists start on a 16-byte boundary (chunk starts then are too); unaligned
+    # tensors (e.g. odd views into a flat buffer) get their own launch so they do not slow the aligned ones.
+    signatures = [(tuple(ts[i].dtype for ts in tensor_lists), all(b[i] % ALIGNMENT_BYTES == 0 for b in bases))
+                  for i in range(len(first))]
     groups, first_row = [], 0
     for signature in dict.fromkeys(signatures):
         members = [i for i, s in enumerate(signatures) if s == signature]
@@ -119,9 +124,9 @@ def build_table(tensor_lists: Sequence[Sequence[torch.Tensor]], chunk_size: int)
         if not plan:
             continue
         rows = chunk_rows(bases, sizes, plan)
-        aligned = all(a % ALIGNMENT_BYTES == 0 for row in rows for a in row[:len(tensor_lists)])
+        dtypes, aligned = signature
         width = len(tensor_lists) + 2
-        groups.append(ChunkGroup(_upload(rows, width, device), len(rows), signature, aligned, first_row))
+        groups.append(ChunkGroup(_upload(rows, width, device), len(rows), dtypes, aligned, first_row))
         first_row += len(rows)
     return ChunkTable(groups, first_row, device)
 

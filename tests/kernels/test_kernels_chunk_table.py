@@ -46,6 +46,9 @@ def test_alignment_flag_follows_the_addresses():
     assert base.data_ptr() % ALIGNMENT_BYTES == 0
     assert build_table([[base[:100], base[64:]]], chunk_size=64).groups[0].aligned
     assert not build_table([[base[1:]]], chunk_size=64).groups[0].aligned
+    # one unaligned tensor gets its own group, the aligned ones keep the vector-load path
+    mixed = build_table([[base[:100], base[1:50], base[128:]]], chunk_size=64)
+    assert [(g.aligned, g.rows[:, 2].tolist()) for g in mixed.groups] == [(True, [0, 0, 2, 2]), (False, [1])]
 
 
 def test_table_is_cached_per_list_and_rebuilt_when_a_tensor_moves():
