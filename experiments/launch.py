@@ -36,7 +36,7 @@ class RunSpec:
 @dataclass
 class RunResult:
     name: str
-    status: str  # "complete" (skipped), "ok", "failed"
+    status: str  # "complete" (skipped), "ok", "stopped" (clean exit before the last step), "failed", "pending"
     returncode: int = 0
     seconds: float = 0.0
 
@@ -118,9 +118,11 @@ def run_all(specs: list[RunSpec], config_path: str, *, nproc: int = 0, jobs: int
             running.remove(item)
             logfile.close()
             seconds = time.perf_counter() - started
-            ok = proc.returncode == 0 and is_complete(spec.out_dir, steps[spec.name])
-            status = "ok" if ok else "failed"
+            if proc.returncode != 0:
+                status = "failed"
+            else:  # a clean exit before the last step is train.stop_after_step: resumed by the next invocation
+                status = "ok" if is_complete(spec.out_dir, steps[spec.name]) else "stopped"
             results[spec.name] = RunResult(spec.name, status, proc.returncode, seconds)
             log(f"[{status}] {spec.name} in {seconds:.0f}s (exit {proc.returncode})"
-                + ("" if ok else f"; see {spec.out_dir / 'launch.log'}"))
+                + (f"; see {spec.out_dir / 'launch.log'}" if status == "failed" else ""))
     return [results[s.name] for s in specs]
