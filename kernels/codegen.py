@@ -56,9 +56,10 @@ def variants() -> list[Variant]:
                            dict(rows_ptr="*i64", partials_ptr="*fp32", first_row="i32"),
                            dict(DTYPE=dtype, ALIGNED=True, BLOCK=global_norm.BLOCK), global_norm.NUM_WARPS, 1, 0))
     out += [_sgd(tl.float32), _sgd(tl.bfloat16, nesterov=True)]
-    out.append(Variant("lerp_momentum d=fp32 g=bf16", lerp_momentum._lerp_kernel,
-                       dict(rows_ptr="*i64", keep="fp32", alpha="fp32"),
-                       dict(D_DTYPE=tl.float32, G_DTYPE=tl.bfloat16, ALIGNED=True, BLOCK=lerp_momentum.BLOCK),
+    out.append(Variant("lerp_momentum d=fp32 g=bf16 guarded", lerp_momentum._lerp_kernel,
+                       dict(rows_ptr="*i64", guard_ptr="*fp32", keep="fp32", alpha="fp32"),
+                       dict(HAS_GUARD=True, D_DTYPE=tl.float32, G_DTYPE=tl.bfloat16, ALIGNED=True,
+                            BLOCK=lerp_momentum.BLOCK),
                        lerp_momentum.NUM_WARPS, 2, 1))
     out.append(Variant("scion_inner_product d=fp32 dir=bf16 x=fp32", scion_inner_product._inner_product_kernel,
                        dict(rows_ptr="*i64", radii_ptr="*fp32", partials_ptr="*fp32", first_row="i32"),

@@ -178,6 +178,18 @@ def test_lerp_momentum_matches_reference(d_dtype, g_dtype):
     assert_lists_close(ds, ref, d_dtype)
 
 
+@pytest.mark.parametrize("guard", [0.5, float("nan"), float("inf")])
+def test_lerp_momentum_guard(guard):
+    ds, grads = make(ODD_SHAPES, torch.float32, 0), make(ODD_SHAPES, torch.float32, 1)
+    ref = clone(ds)
+    flag = torch.tensor(guard, device=DEVICE)
+    kernels.lerp_momentum_(ref, grads, 0.1, backend="torch", skip_if_nonfinite=flag)
+    kernels.lerp_momentum_(ds, grads, 0.1, backend="triton", skip_if_nonfinite=flag)
+    assert_lists_close(ds, ref, torch.float32)
+    if not math.isfinite(guard):
+        assert all(torch.equal(a, b) for a, b in zip(ds, make(ODD_SHAPES, torch.float32, 0)))
+
+
 @pytest.mark.parametrize("with_params", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_scion_inner_product_matches_reference(with_params, dtype):

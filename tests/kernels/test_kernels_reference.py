@@ -161,6 +161,16 @@ def test_lerp_momentum_matches_float64(dtype):
         torch.testing.assert_close(d.double(), e.to(dtype).double(), **tol)
 
 
+@pytest.mark.parametrize("guard", [1.0, float("nan")])
+def test_lerp_momentum_guard_writes_nothing_when_non_finite(guard):
+    ds, grads = _tensors(seed=0), _tensors(seed=1)
+    grads[0][0, 0] = float("inf")  # what a poisoned step looks like
+    before = [d.clone() for d in ds]
+    kernels.lerp_momentum_(ds, grads, 0.3, backend="torch", skip_if_nonfinite=torch.tensor(guard))
+    changed = [not torch.equal(a, b) for a, b in zip(ds, before)]
+    assert not any(changed) if math.isnan(guard) else all(c for c, d in zip(changed, ds) if d.numel())
+
+
 @pytest.mark.parametrize("with_params", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_scion_inner_product_matches_float64(with_params, dtype):
