@@ -14,7 +14,7 @@ import triton.language as tl
 
 from kernels.chunk_table import ChunkTable, block_size, radii_tensor
 from kernels.dispatch import as_radii, check_backend, check_list, triton_table, validate_lists
-from kernels.triton_common import TL_DTYPES, device_guard, chunk_pointer, finish_reduction, launch, load_f32
+from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, finish_reduction, launch, load_f32
 
 BLOCK = 2048
 NUM_WARPS = 8
