@@ -25,7 +25,7 @@ def build_specs(optims: list[str], sets: list[str], extra: list[str], out: Path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_arguments(parser)
     parser.add_argument("--optims", required=True, help="comma-separated optim.name values (name@tag for variants)")

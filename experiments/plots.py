@@ -107,7 +107,8 @@ def plot_grad_norm_and_clip(groups: Sequence[Group], path: Path, beta: float) ->
 
 
 def plot_sweep(axis: SweepAxis, path: Path) -> Path:
-    """Final validation loss against the swept value, one line per optimizer (mean over seeds, std as error bar)."""
+    """Final validation loss against the swept value, one line per optimizer (mean over seeds, std as error bar);
+    a setting present at a single value only (an unswept baseline) is drawn as a dashed reference level."""
     fig, ax = plt.subplots(figsize=(7, 4.8))
     categories = sorted({str(x) for points in axis.lines.values() for x, _ in points})
     for label, points in axis.lines.items():
@@ -120,10 +121,14 @@ def plot_sweep(axis: SweepAxis, path: Path) -> Path:
             xs.append(float(x) if axis.numeric else categories.index(str(x)))
             means.append(mean)
             errs.append(std or 0.0)
-        if xs:
+        if len(points) == 1 and len(axis.lines) > 1 and means:
+            # a setting not swept along this axis (e.g. unclipped Scion beside a rho sweep): a reference level
+            ax.axhline(means[0], linestyle="--", color="gray", label=f"{label} (not swept)")
+        elif xs:
             ax.errorbar(xs, means, yerr=errs if any(errs) else None, fmt="o-", capsize=3, label=label)
     if axis.numeric:
-        values = [float(x) for points in axis.lines.values() for x, _ in points]
+        values = [float(x) for points in axis.lines.values() if len(points) > 1 or len(axis.lines) == 1
+                  for x, _ in points]
         if min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ScalarFormatter())

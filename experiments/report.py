@@ -109,7 +109,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, target_loss
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl and config.json)")
     parser.add_argument("--out", required=True, help="folder for report.md and the PNGs")

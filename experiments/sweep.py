@@ -58,7 +58,7 @@ def build_specs(grid: list[tuple[str, list[str]]], optims: list[str], sets: list
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_arguments(parser)
     parser.add_argument("--optims", help="comma-separated optim.name values (default: the config's)")
