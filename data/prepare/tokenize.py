@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -11,6 +13,8 @@ import numpy as np
 
 from data.shards import MAX_TOKEN_ID
 from data.tokenizer import EOT, gpt2_encoding
+
+from .sources import PrepareError
 
 
 @dataclass
@@ -41,13 +45,18 @@ def tokenize_documents(texts: list[str]) -> TokenizedBatch:
     return TokenizedBatch(tokens=tokens.astype(np.uint16), doc_lengths=lengths)
 
 
+class WorkerPoolError(PrepareError):
+    """The tokenizer worker processes died (e.g. could not start)."""
+
+
 def tokenize_batches(batches: Iterable[list[str]], workers: int) -> Iterator[TokenizedBatch]:
     """Tokenized batches in input order.
 
     ``workers == 0`` tokenizes in this process. Otherwise a pool of ``workers`` processes does,
     with at most ``2 * workers + 1`` batches in flight: unlike ``Pool.imap``, whose feeder thread
     drains the whole input, reading stops while the workers are busy, so memory stays bounded
-    however large the source.
+    however large the source. A worker that dies raises ``WorkerPoolError`` (``multiprocessing.Pool``
+    would replace it and wait forever).
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
@@ -57,12 +66,24 @@ def tokenize_batches(batches: Iterable[list[str]], workers: int) -> Iterator[Tok
         return
     max_in_flight = 2 * workers + 1
     # spawn, not fork: the parent may hold pyarrow / datasets threads, which fork does not copy safely.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        pending: collections.deque = collections.deque()
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pending: collections.deque = collections.deque()
+    try:
         for texts in batches:
-            pending.append(pool.apply_async(tokenize_documents, (texts,)))
+            pending.append(executor.submit(tokenize_documents, texts))
             if len(pending) >= max_in_flight:
-                yield pending.popleft().get()
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().get()
+            yield _result(pending.popleft())
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future):
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise WorkerPoolError(
+            f"a tokenizer worker process died ({exc}); if they cannot start here (e.g. a script read "
+            "from stdin), use workers=0 (--workers 0)"
+        ) from exc

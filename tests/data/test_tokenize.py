@@ -41,3 +41,23 @@ def test_worker_pool_reads_ahead_at_most_2w_plus_1_batches():
     for received, batch in enumerate(tokenize_batches(source(), workers=workers)):
         assert batch.tokens.tolist() == expected[received]
         assert len(pulled) - received <= 2 * workers + 1
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_start_raise_instead_of_hanging():
+    """A script read from stdin cannot be re-imported by spawned workers: an error, not a hang."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    script = (
+        "from data.prepare.tokenize import tokenize_batches, WorkerPoolError\n"
+        "try:\n"
+        "    list(tokenize_batches(iter([['a b']]), workers=1))\n"
+        "except WorkerPoolError as exc:\n"
+        "    print('raised:', exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-"], input=script, cwd=repo, capture_output=True, text=True,
+                            timeout=120)
+    assert "raised: a tokenizer worker process died" in result.stdout and "--workers 0" in result.stdout
