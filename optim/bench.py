@@ -1,7 +1,7 @@
 """Optimizer step time on the GPT-2 124M parameter set, every registry optimizer against fused AdamW.
 
     python -m optim.bench                       # 124M shapes (GPU), writes benchmarks/results/optim-step-<device>.json
-    python -m optim.bench --size small          # scaled-down shapes that run on CPU in seconds
+    python -m optim.bench --size small --threads 1 --ns-dtype float32   # scaled-down shapes, CPU, seconds
 
 The parameter set is built from the shapes alone (the Clipped Scion NanoGPT model: 12 blocks of qkv (3d, d),
 proj (d, d), fc (4d, d), proj (d, 4d), and the tied (50304, d) embedding/head; no norm gains), named as the model
@@ -22,7 +22,8 @@ import torch
 from .config import OptimConfig
 from .registry import REGISTRY
 
-SIZES = {"124m": dict(n_layer=12, d=768, vocab=50304), "small": dict(n_layer=2, d=64, vocab=512)}
+SIZES = {"124m": dict(n_layer=12, d=768, vocab=50304), "medium": dict(n_layer=4, d=256, vocab=8192),
+         "small": dict(n_layer=2, d=64, vocab=512)}
 HYPERPARAMETERS = {"gclip": dict(gamma=1.0), "dgclip": dict(gamma=1.0, delta=1e-3), "sgd": dict(momentum=0.9),
                    "muon": dict(lr=0.02)}
 
@@ -82,7 +83,7 @@ def run(size: str = "124m", steps: int = 20, warmup: int = 3, names: list[str] |
         "benchmark": "optimizer step time", "size": size, "shapes": SIZES[size],
         "numel": sum(p.numel() for _, p in named), "tensors": len(named), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "ns_dtype": ns_dtype, "steps": steps, "warmup": warmup,
+        "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "ns_dtype": ns_dtype, "steps": steps, "warmup": warmup,
         "results": results, "clipping_overhead_vs_unclipped": overhead,
         "targets": "clipped_scion clipping < 2% of the Scion step; dgclip no slower than fused AdamW",
     }
@@ -95,9 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default=None)
     parser.add_argument("--ns-dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (use 1 on a shared machine: spinning threads distort CPU timings)")
     parser.add_argument("--only", nargs="*", default=None, help="optimizer names (default: all)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/optim-step-<dev>.json)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     report = run(args.size, args.steps, args.warmup, args.only, args.device, args.ns_dtype)
     tag = "cpu" if report["device"] == "cpu" else report["device_name"].lower().replace(" ", "-")
     out = Path(args.out or f"benchmarks/results/optim-step-{tag}-{args.size}.json")

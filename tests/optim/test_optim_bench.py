@@ -9,7 +9,7 @@ from optim import bench
 def test_benchmark_runs_small_on_cpu(tmp_path):
     out = tmp_path / "optim.json"
     report = bench.main(["--size", "small", "--steps", "1", "--warmup", "1", "--device", "cpu", "--ns-dtype",
-                         "float32", "--out", str(out)])
+                         "float32", "--threads", "1", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert set(saved["results"]) == set(report["results"]) and "adamw" in saved["results"]
     assert all(entry["step_ms"] > 0 for entry in saved["results"].values())
