@@ -75,7 +75,8 @@ def sweep_axis(groups: Sequence[Group], key: Optional[str] = None) -> Optional[S
         lines: dict[str, list[tuple[Any, Group]]] = {}
         for group in groups:
             others = {k: v for k, v in group.setting.items() if k != candidate}
-            label = ", ".join(f"{k.removeprefix('optim.')}={v}" for k, v in sorted(others.items())
+            label = ", ".join(str(v) if k == "optim.name" else f"{k.removeprefix('optim.')}={v}"
+                              for k, v in sorted(others.items())
                               if k == "optim.name" or _varies(groups, k, candidate)) or group.runs[0].optimizer
             lines.setdefault(label, []).append((group.setting.get(candidate), group))
         if key is not None or any(len(points) > 1 for points in lines.values()):

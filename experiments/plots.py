@@ -11,7 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib.ticker import ScalarFormatter  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from .grouping import Group, SweepAxis  # noqa: E402
 from .stats import ema, mean_std  # noqa: E402
@@ -132,6 +132,7 @@ def plot_sweep(axis: SweepAxis, path: Path) -> Path:
         if min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xticks(sorted(set(values)))
     else:
         ax.set_xticks(range(len(categories)), categories)

@@ -33,7 +33,7 @@ def test_sweep_axis_is_the_key_varying_within_an_optimizer(tmp_path):
     axis = sweep_axis(group_runs(runs))
     assert axis.key == "optim.rho" and axis.numeric
     assert {label: [x for x, _ in points] for label, points in axis.lines.items()} == {
-        "name=clipped_scion": [150, 600, 2400], "name=unconstrained_clipped_scion": [150, 600]}
+        "clipped_scion": [150, 600, 2400], "unconstrained_clipped_scion": [150, 600]}
 
 
 def test_categorical_sweep_axis(tmp_path):
