@@ -80,6 +80,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb-group", help="also log every run to wandb, grouped under this name")
     parser.add_argument("--target-loss", type=float, help="loss for the steps-to-target column of the report")
     parser.add_argument("--smooth", type=float, default=0.9, help="EMA factor of the smoothed train loss")
+    parser.add_argument("--title", help="title of the report")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--no-report", action="store_true", help="run only, write no report")
 
@@ -116,7 +117,7 @@ def execute(args: argparse.Namespace, specs: list[RunSpec], out: Path, sweep_key
         present = [s.out_dir for s in specs if (s.out_dir / "metrics.jsonl").exists()]
         if present:
             path = write_report(present, out / "report", target_loss=args.target_loss, smooth=args.smooth,
-                                sweep_key=sweep_key)
+                                sweep_key=sweep_key, title=args.title)
             print(f"report: {path}")
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
