@@ -118,3 +118,10 @@ def test_inspect_directory_flags_invalid_shard(tmp_path, jsonl_source, capsys):
 def test_inspect_empty_directory_fails(tmp_path, capsys):
     assert shard_inspect.main([str(tmp_path)]) == 1
     assert "no *_train_*.bin" in capsys.readouterr().out
+
+
+def test_progress_bar_shows_tokens_rate_documents_and_shards(tmp_path, jsonl_source, capsys):
+    args = [a for a in SMALL if a != "--no-progress"]
+    assert fineweb.main(["--source", str(jsonl_source), "--out", str(tmp_path / "out"), *args]) == 0
+    err = capsys.readouterr().err
+    assert "tok/s" in err and "docs=120" in err and "shards=" in err
