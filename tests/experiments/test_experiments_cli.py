@@ -79,3 +79,19 @@ def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("torch.distributed.run --standalone --nproc_per_node=2") == 2
     assert "--log.wandb=true --log.wandb_group=cmp1" in out and not list(Path(tmp_path).iterdir())
+
+
+def test_sweep_dry_run_covers_grid_times_optimizers_times_seeds(tmp_path, capsys):
+    argv = ["--config", "configs/tiny.toml", "--optims", "clipped_scion,unconstrained_clipped_scion",
+            "optim.rho=150,600", "optim.lr=1e-3", "--seeds", "0,1", "--out", str(tmp_path), "--dry-run"]
+    assert sweep.main(argv) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[dry-run]")]
+    assert len(commands) == 2 * 2 * 2
+    assert any(c.endswith(f"--train.out_dir={tmp_path}/unconstrained_clipped_scion-rho=600-lr=1e-3-s1")
+               for c in commands)
+
+
+def test_sweep_rejects_optimizers_given_twice(tmp_path):
+    argv = ["--config", "configs/tiny.toml", "--optims", "adamw", "optim.name=adamw,muon", "--out", str(tmp_path)]
+    with pytest.raises(ConfigError, match="not both"):
+        sweep.main(argv)
