@@ -70,7 +70,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         updates, targets = [], []
         for group, params, grads in work:
             mu = group["momentum"]
-            mu_eff = torch.where(ok, torch.tensor(mu, device=ok.device), torch.ones((), device=ok.device))
+            mu_eff = torch.where(ok, mu, 1.0)  # Python scalars: no host-to-device copy
             bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
             torch._foreach_mul_(bufs, mu_eff)
             torch._foreach_add_(bufs, grads)
@@ -87,9 +87,8 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
     def _adamw_step(self, group, params, grads, ok, okf) -> None:
         beta1, beta2 = group["betas"]
         lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
-        one = torch.ones((), device=ok.device)
-        b1 = torch.where(ok, torch.tensor(beta1, device=ok.device), one)
-        b2 = torch.where(ok, torch.tensor(beta2, device=ok.device), one)
+        b1 = torch.where(ok, beta1, 1.0)  # a skipped step keeps the moments: m = 1*m + 0*0
+        b2 = torch.where(ok, beta2, 1.0)
         for p, g in zip(params, grads):
             state = self.state[p]
             if "step" not in state:

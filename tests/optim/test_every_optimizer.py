@@ -43,17 +43,22 @@ def backward(model, seed):
 
 
 class NoHostSync(TorchDispatchMode):
-    """Raises on aten._local_scalar_dense, the op behind every .item()/bool(tensor)/float(tensor)."""
+    """Raises on aten._local_scalar_dense, the op behind every .item()/bool(tensor)/float(tensor), and on
+    aten.lift_fresh, behind torch.tensor(python_data), which on CUDA is a blocking host-to-device copy."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             raise AssertionError("host sync inside optimizer.step()")
+        if func is torch.ops.aten.lift_fresh.default:
+            raise AssertionError("torch.tensor(python data) inside optimizer.step(): a host-to-device copy on CUDA")
         return func(*args, **(kwargs or {}))
 
 
-def test_no_host_sync_guard_catches_item():
+def test_no_host_sync_guard_catches_item_and_host_data():
     with pytest.raises(AssertionError, match="host sync"), NoHostSync():
         torch.ones(()).item()
+    with pytest.raises(AssertionError, match="host-to-device"), NoHostSync():
+        torch.tensor(0.95)
 
 
 @pytest.mark.parametrize("name", NAMES)
