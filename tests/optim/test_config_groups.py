@@ -26,7 +26,8 @@ def test_registry_matches_the_config_literal_and_documents_keys():
 
 
 def test_every_field_has_help():
-    for cls in (OptimConfig, optim.GRConfig, GroupRule, optim.GroupRules):
+    from optim.config import EmbedRule, HeadRule, HiddenRule, VectorRule
+    for cls in (OptimConfig, optim.GRConfig, GroupRule, optim.GroupRules, EmbedRule, HiddenRule, HeadRule, VectorRule):
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name}"
 
@@ -108,3 +109,16 @@ def test_group_rule_validation_names_the_role():
     cfg.groups.head.radius = 0.0
     with pytest.raises(ValueError, match=r"optim\.groups\.head\.radius"):
         cfg.validate()
+
+
+def test_partial_role_table_keeps_the_role_defaults():
+    from configs.base import build_section
+    cfg = build_section(OptimConfig, {"name": "clipped_scion", "groups": {"hidden": {"radius": 25.0}}}, "optim")
+    assert cfg.groups.hidden.radius == 25.0 and cfg.groups.hidden.norm == "spectral"
+    assert cfg.groups.hidden.patterns == OptimConfig().groups.hidden.patterns
+    cfg.validate()
+
+
+def test_step_stats_of_a_plain_torch_optimizer_is_empty():
+    p = torch.nn.Parameter(torch.zeros(2))
+    assert optim.step_stats(torch.optim.SGD([p], lr=0.1)) == {}
