@@ -9,7 +9,7 @@ import torch
 
 import kernels
 
-from .base import OptimizerStatsMixin, finite_flag, params_with_grads
+from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
 
 
 class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
@@ -22,10 +22,7 @@ class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         grads = [g for group in self.param_groups for g in params_with_grads(group)[1]]
         if not grads:
             return loss

@@ -78,6 +78,20 @@ class OptimizerStatsMixin:
         self.__dict__["_counters"] = {k: v.to(device) for k, v in counters.items()}
 
 
+def run_closure(closure):
+    """The loss of ``closure()`` evaluated with grad enabled (torch.optim's closure contract), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def groups_with_grads(param_groups: list[dict]) -> list[tuple[dict, list[torch.Tensor], list[torch.Tensor]]]:
+    """(group, params, grads) of every param group in which some parameter has a gradient."""
+    work = [(group, *params_with_grads(group)) for group in param_groups]
+    return [w for w in work if w[1]]
+
+
 def params_with_grads(group: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(params, grads) of a group, skipping parameters without a gradient; sparse gradients are rejected."""
     params, grads = [], []

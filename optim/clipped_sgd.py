@@ -19,7 +19,7 @@ import torch
 
 import kernels
 
-from .base import OptimizerStatsMixin, finite_flag, params_with_grads
+from .base import OptimizerStatsMixin, finite_flag, groups_with_grads, run_closure
 
 
 class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
@@ -55,12 +55,8 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        work = [(group, *params_with_grads(group)) for group in self.param_groups]
-        work = [w for w in work if w[1]]
+        loss = run_closure(closure)
+        work = groups_with_grads(self.param_groups)
         if not work:
             return loss
         global_norm = kernels.global_norm([g for _, _, grads in work for g in grads], backend=self.backend)

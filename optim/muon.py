@@ -14,7 +14,7 @@ import torch
 
 import kernels
 
-from .base import OptimizerStatsMixin, finite_flag, params_with_grads, zero_where_not_
+from .base import OptimizerStatsMixin, finite_flag, groups_with_grads, run_closure, zero_where_not_
 from .newton_schulz import orthogonalize
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -44,12 +44,8 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        work = [(group, *params_with_grads(group)) for group in self.param_groups]
-        work = [w for w in work if w[1]]
+        loss = run_closure(closure)
+        work = groups_with_grads(self.param_groups)
         if not work:
             return loss
         grad_norm = kernels.global_norm([g for _, _, gs in work for g in gs], backend=self.backend)

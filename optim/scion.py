@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 import kernels
 
-from .base import OptimizerStatsMixin, finite_flag, params_with_grads
+from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
 from .lmo import NORMS, LMOSpec, lmo_many
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -67,10 +67,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         params, grads, ds, specs, radii, lrs, alphas = [], [], [], [], [], [], []
         for group in self.param_groups:
             ps, gs = params_with_grads(group)
@@ -87,11 +84,10 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
             return loss
         grad_norm = kernels.global_norm(grads, backend=self.backend)
         ok = finite_flag(grad_norm)
-        for g, d in zip(grads, ds):  # a skipped step lerps d towards itself: d stays bitwise unchanged
-            torch.where(ok, g, d, out=g)
-        for alpha in sorted(set(alphas)):
+        for alpha in sorted(set(alphas)):  # a non-finite gradient norm leaves every d untouched
             idx = [i for i, a in enumerate(alphas) if a == alpha]
-            kernels.lerp_momentum_([ds[i] for i in idx], [grads[i] for i in idx], alpha, backend=self.backend)
+            kernels.lerp_momentum_([ds[i] for i in idx], [grads[i] for i in idx], alpha, backend=self.backend,
+                                   skip_if_nonfinite=grad_norm)
         directions = lmo_many(ds, specs, ns_steps=self.ns_steps, ns_dtype=self.ns_dtype,
                               split_across_ranks=self.split_across_ranks, process_group=self.process_group)
         nan = torch.full_like(grad_norm, float("nan"))

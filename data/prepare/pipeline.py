@@ -22,7 +22,6 @@ from data import shards
 
 from .sources import PrepareError, SourceSpec, open_text_batches
 from .state import (
-    TOKENIZER,
     Position,
     Progress,
     ShardRecord,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data import shards
-from data.prepare import PrepareConfig, PrepareError, SourceSpec, prepare
+from data.prepare import PrepareConfig, SourceSpec, prepare
 from data.prepare import pipeline
 from data.tokenizer import EOT
 

@@ -3,7 +3,6 @@
 The optimizers run in float32 (the kernels API takes fp32/bf16); references run in float64 on the same inputs."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
