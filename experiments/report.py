@@ -29,27 +29,28 @@ def _setting(group: Group) -> str:
 
 def run_table(groups: Sequence[Group], rows: dict[str, Summary]) -> list[str]:
     lines = ["| run | optimizer | setting | steps | final val | best val (step) | final train (EMA) | "
-             "steps to target | tokens/s | step time (ms) | skipped |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "steps to target: val | train EMA | tokens/s | step time (ms) | skipped |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for group in groups:
         for run in group.runs:
             s = rows[run.name]
             steps = f"{s.steps_done}" + (f"/{s.steps_planned}" if s.steps_planned not in (None, s.steps_done) else "")
             best = f"{_fmt(s.best_val)} ({s.best_val_step})" if s.best_val is not None else "–"
             lines.append(f"| {s.run} | {s.optimizer} | {_setting(group)} | {steps} | {_fmt(s.final_val)} | {best} | "
-                         f"{_fmt(s.final_train_smoothed)} | {_fmt(s.steps_to_target, 'd')} | "
-                         f"{_fmt(s.tokens_per_s, ',.0f')} | {_fmt(s.step_time_ms, '.0f')} | {s.skipped_steps} |")
+                         f"{_fmt(s.final_train_smoothed)} | {_fmt(s.steps_to_target_val, 'd')} | "
+                         f"{_fmt(s.steps_to_target, 'd')} | {_fmt(s.tokens_per_s, ',.0f')} | "
+                         f"{_fmt(s.step_time_ms, '.0f')} | {s.skipped_steps} |")
     return lines
 
 
 def seed_table(groups: Sequence[Group], rows: dict[str, Summary]) -> list[str]:
-    lines = ["| setting | seeds | final val (mean ± std) | final train EMA (mean ± std) | steps to target (mean) |",
-             "|---|---|---|---|---|"]
+    lines = ["| setting | seeds | final val (mean ± std) | final train EMA (mean ± std) | "
+             "steps to target: val (mean) |", "|---|---|---|---|---|"]
     for group in groups:
         summaries = [rows[r.name] for r in group.runs]
         val = mean_std([s.final_val for s in summaries])
         train = mean_std([s.final_train_smoothed for s in summaries])
-        reach = mean_std([s.steps_to_target for s in summaries])
+        reach = mean_std([s.steps_to_target_val for s in summaries])
         lines.append(f"| {group.label} | {len(summaries)} | {_fmt(val[0])} ± {_fmt(val[1])} | "
                      f"{_fmt(train[0])} ± {_fmt(train[1])} | {_fmt(reach[0], '.0f')} |")
     return lines
@@ -91,10 +92,10 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, target_loss
     md = [f"# {title or 'Comparison of ' + str(len(runs)) + ' runs'}", ""]
     md.append(f"Runs: {', '.join(f'`{r.path}`' for r in runs)}.")
     md.append("")
-    target_note = "given" if target_loss is not None else "default: the highest final smoothed train loss of the runs"
-    md.append(f"Steps to target: first step where the smoothed train loss (EMA {smooth:g}) is <= {_fmt(target)} "
-              f"({target_note}). Final train (EMA) is that smoothed loss at the last step; tokens/s and step time "
-              f"are medians over steps.")
+    target_note = "given" if target_loss is not None else "default: the highest final val loss of the runs"
+    md.append(f"Steps to target loss {_fmt(target)} ({target_note}): the first evaluation step whose val loss is "
+              f"<= target, and the first step whose smoothed train loss (EMA {smooth:g}) is. Final train (EMA) is "
+              f"that smoothed loss at the last step; tokens/s and step time are medians over steps.")
     md += ["", *run_table(groups, rows), ""]
     if any(len(g.runs) > 1 for g in groups):
         md += ["## Mean over seeds", "", *seed_table(groups, rows), ""]

@@ -30,9 +30,11 @@ def steps_to_target(steps: Sequence[float], values: Sequence[float], target: flo
 
 
 def default_target(runs: Sequence[Run], beta: float) -> Optional[float]:
-    """The highest final smoothed train loss among the runs: a level every (finite) run reaches, so the
-    steps-to-target column compares how fast each one gets there."""
-    finals = [ema(ys, beta)[-1] for ys in (r.series("train_loss")[1] for r in runs) if ys]
+    """The highest final validation loss among the runs (the highest final smoothed train loss if no run has a
+    validation loss): a level every finite run reaches, so steps-to-target compares how fast each gets there."""
+    finals = [ys[-1] for ys in (r.series("val_loss")[1] for r in runs) if ys]
+    if not finals:
+        finals = [ema(ys, beta)[-1] for ys in (r.series("train_loss")[1] for r in runs) if ys]
     finals = [f for f in finals if math.isfinite(f)]
     return max(finals) if finals else None
 
@@ -51,7 +53,8 @@ class Summary:
     tokens_per_s: Optional[float]  # median over steps
     step_time_ms: Optional[float]  # median over steps
     skipped_steps: int
-    steps_to_target: Optional[int]
+    steps_to_target: Optional[int]  # smoothed train loss
+    steps_to_target_val: Optional[int]  # first evaluation at or below the target
     elapsed_s: Optional[float]
 
 
@@ -76,6 +79,7 @@ def summarize(run: Run, beta: float, target: Optional[float]) -> Summary:
         step_time_ms=_median([1000 * t for t in step_times]),
         skipped_steps=int(last.get("skipped_steps", 0) or 0),
         steps_to_target=steps_to_target(steps, smooth, target) if (smooth and target is not None) else None,
+        steps_to_target_val=steps_to_target(val_steps, val, target) if (val and target is not None) else None,
         elapsed_s=last.get("elapsed_s"))
 
 

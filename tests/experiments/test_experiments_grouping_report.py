@@ -46,17 +46,18 @@ def test_report_writes_markdown_table_and_pngs(tmp_path):
     runs = [write_run(tmp_path / f"ucs-rho={rho}", optim="unconstrained_clipped_scion", clip=True,
                       extra_optim={"rho": rho}, losses=[10 - s * rho / 10000 for s in range(1, 11)])
             for rho in (150, 600, 2400)]
-    report = write_report(runs, tmp_path / "report", smooth=0.0, target_loss=9.5, title="rho sweep")
+    report = write_report(runs, tmp_path / "report", smooth=0.0, target_loss=9.6, title="rho sweep")
     text = report.read_text()
     assert text.startswith("# rho sweep")
     for png in ("loss_vs_step.png", "loss_vs_tokens.png", "loss_vs_time.png", "grad_norm_clip.png", "sweep.png"):
         assert (tmp_path / "report" / png).stat().st_size > 5000 and f"({png})" in text
     rows = [line for line in text.splitlines() if line.startswith("| ucs-rho=")]
     assert len(rows) == 3
-    # loss 10 - s*rho/1e4 reaches 9.5 at s=3 (rho 2400: 9.28) and s=9 (rho 600: 9.46), never for rho 150 (9.85)
-    assert "| ucs-rho=2400 | unconstrained_clipped_scion | rho=2400 | 10 | 7.700 | 7.700 (10) | 7.600 | 3 |" in text
-    steps_to_target = {r.split("|")[1].strip(): r.split("|")[8].strip() for r in rows}
-    assert steps_to_target == {"ucs-rho=150": "–", "ucs-rho=600": "9", "ucs-rho=2400": "3"}
+    # train loss 10 - s*rho/1e4 reaches 9.6 at s=2 (rho 2400) and s=7 (rho 600), never for rho 150 (final 9.85);
+    # val loss (train + 0.1 at steps 5 and 10) at step 5 (rho 2400: 8.9) and 10 (rho 600: 9.5), never for rho 150
+    assert "| ucs-rho=2400 | unconstrained_clipped_scion | rho=2400 | 10 | 7.700 | 7.700 (10) | 7.600 | 5 | 2 |" in text
+    reached = {r.split("|")[1].strip(): (r.split("|")[8].strip(), r.split("|")[9].strip()) for r in rows}
+    assert reached == {"ucs-rho=150": ("–", "–"), "ucs-rho=600": ("10", "7"), "ucs-rho=2400": ("5", "2")}
     assert "## Sweep over `optim.rho`" in text
 
 

@@ -50,13 +50,22 @@ def test_steps_to_target_counts_the_first_crossing_even_if_the_loss_goes_back_up
     assert steps_to_target([1, 2, 3], [3.0, 1.0, 4.0], 2.0) == 2
 
 
-def test_default_target_is_the_worst_final_smoothed_loss(tmp_path):
-    fast = Run.load(write_run(tmp_path / "fast", losses=[10.0, 5.0, 2.0, 1.0]))
-    slow = Run.load(write_run(tmp_path / "slow", losses=[10.0, 8.0, 6.0, 4.0]))
+def test_default_target_is_the_worst_final_val_loss(tmp_path):
+    fast = Run.load(write_run(tmp_path / "fast", losses=[10.0, 5.0, 2.0, 1.0], val_every=2))
+    slow = Run.load(write_run(tmp_path / "slow", losses=[10.0, 8.0, 6.0, 4.0], val_every=2))
     target = default_target([fast, slow], 0.0)
-    assert target == 4.0
-    assert summarize(slow, 0.0, target).steps_to_target == 4
-    assert summarize(fast, 0.0, target).steps_to_target == 3
+    assert target == 4.1  # val = train + 0.1 at steps 2 and 4
+    assert (summarize(slow, 0.0, target).steps_to_target_val, summarize(slow, 0.0, target).steps_to_target) == (4, 4)
+    assert (summarize(fast, 0.0, target).steps_to_target_val, summarize(fast, 0.0, target).steps_to_target) == (4, 3)
+
+
+def test_default_target_without_val_is_the_worst_final_smoothed_train_loss(tmp_path):
+    runs = [Run.load(write_run(tmp_path / name, losses=losses, val_every=100)) for name, losses in
+            (("a", [10.0, 5.0]), ("b", [10.0, 7.0]))]
+    for run in runs:
+        for record in run.records:
+            record.pop("val_loss", None)
+    assert default_target(runs, 0.0) == 7.0
 
 
 def test_summary_row_of_a_run(tmp_path):
@@ -65,7 +74,7 @@ def test_summary_row_of_a_run(tmp_path):
     assert row.steps_done == 10 and row.steps_planned == 10
     assert row.final_val == pytest.approx(9.6) and row.best_val == pytest.approx(5.1) and row.best_val_step == 5
     assert row.final_train_smoothed == 9.5
-    assert row.steps_to_target == 3
+    assert row.steps_to_target == 3 and row.steps_to_target_val == 5  # val 5.1 at step 5 (<= 7)
     assert row.step_time_ms == pytest.approx(200.0)  # median of 0.1*(1 + step%3) s over steps 1..10
     assert row.skipped_steps == 1 and row.tokens_per_s == 1000.0
 
