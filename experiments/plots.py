@@ -111,7 +111,7 @@ def plot_sweep(axis: SweepAxis, path: Path) -> Path:
     a setting present at a single value only (an unswept baseline) is drawn as a dashed reference level."""
     fig, ax = plt.subplots(figsize=(7, 4.8))
     categories = sorted({str(x) for points in axis.lines.values() for x, _ in points})
-    for label, points in axis.lines.items():
+    for index, (label, points) in enumerate(axis.lines.items()):
         xs, means, errs = [], [], []
         for x, group in points:
             finals = [r.series("val_loss")[1][-1] if r.has("val_loss") else None for r in group.runs]
@@ -123,9 +123,10 @@ def plot_sweep(axis: SweepAxis, path: Path) -> Path:
             errs.append(std or 0.0)
         if len(points) == 1 and len(axis.lines) > 1 and means:
             # a setting not swept along this axis (e.g. unclipped Scion beside a rho sweep): a reference level
-            ax.axhline(means[0], linestyle="--", color="gray", label=f"{label} (not swept)")
+            ax.axhline(means[0], linestyle="--", color=f"C{index % 10}", label=f"{label} (not swept)")
         elif xs:
-            ax.errorbar(xs, means, yerr=errs if any(errs) else None, fmt="o-", capsize=3, label=label)
+            ax.errorbar(xs, means, yerr=errs if any(errs) else None, fmt="o-", capsize=3, color=f"C{index % 10}",
+                        label=label)
     if axis.numeric:
         values = [float(x) for points in axis.lines.values() if len(points) > 1 or len(axis.lines) == 1
                   for x, _ in points]
