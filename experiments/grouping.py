@@ -1,6 +1,7 @@
 """How runs relate: which config keys differ, which runs are seeds of one setting, and the sweep axis."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -22,6 +23,27 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value if not isinstance(value, list) else tuple(value)
     return flat
+
+
+@functools.lru_cache(maxsize=1)
+def schema_defaults() -> dict[str, Any]:
+    """Every config key's default (dotted), to leave defaults out of labels; empty if the schema cannot load."""
+    try:
+        from configs.base import to_dict
+        from configs.schema import Config
+    except ImportError:
+        return {}
+    return flatten(to_dict(Config()))
+
+
+def describe(setting: dict[str, Any]) -> str:
+    """`{"optim.name": "dgclip", "optim.lr": 0.3, "optim.delta": 0.0}` -> `dgclip, lr=0.3` (values at their
+    schema default are left out; the optimizer name comes first, without its key)."""
+    defaults = schema_defaults()
+    parts = [str(setting["optim.name"])] if "optim.name" in setting else []
+    parts += [f"{k.removeprefix('optim.')}={v}" for k, v in sorted(setting.items())
+              if k != "optim.name" and not (k in defaults and defaults[k] == v)]
+    return ", ".join(parts)
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
@@ -75,9 +97,8 @@ def sweep_axis(groups: Sequence[Group], key: Optional[str] = None) -> Optional[S
         lines: dict[str, list[tuple[Any, Group]]] = {}
         for group in groups:
             others = {k: v for k, v in group.setting.items() if k != candidate}
-            label = ", ".join(str(v) if k == "optim.name" else f"{k.removeprefix('optim.')}={v}"
-                              for k, v in sorted(others.items())
-                              if k == "optim.name" or _varies(groups, k, candidate)) or group.runs[0].optimizer
+            label = describe({k: v for k, v in others.items() if k == "optim.name" or _varies(groups, k, candidate)})
+            label = label or group.runs[0].optimizer
             lines.setdefault(label, []).append((group.setting.get(candidate), group))
         if key is not None or any(len(points) > 1 for points in lines.values()):
             numeric = all(_is_number(x) for points in lines.values() for x, _ in points)

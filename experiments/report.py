@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .grouping import Group, SweepAxis, group_runs, sweep_axis
+from .grouping import Group, SweepAxis, describe, group_runs, sweep_axis
 from .runfiles import Run
 from .stats import Summary, default_target, mean_std, summarize
 
@@ -23,8 +23,7 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 
 def _setting(group: Group) -> str:
-    return ", ".join(f"{k.removeprefix('optim.')}={v}" for k, v in sorted(group.setting.items())
-                     if k != "optim.name") or "–"
+    return describe({k: v for k, v in group.setting.items() if k != "optim.name"}) or "–"
 
 
 def run_table(groups: Sequence[Group], rows: dict[str, Summary]) -> list[str]:

@@ -64,3 +64,10 @@ def test_report_writes_markdown_table_and_pngs(tmp_path):
 def test_report_cli_names_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert report_main([str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_labels_leave_out_schema_defaults_and_put_the_optimizer_first():
+    from experiments.grouping import describe
+
+    assert describe({"optim.delta": 0.0, "optim.lr": 0.3, "optim.name": "dgclip"}) == "dgclip, lr=0.3"
+    assert describe({"optim.gr.enabled": True, "optim.gr.warmup": "none"}) == "gr.enabled=True"
