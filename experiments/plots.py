@@ -4,6 +4,7 @@ One colour per setting (a group of seeds); the smoothed train loss is drawn bold
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,6 +18,19 @@ from .grouping import Group, SweepAxis  # noqa: E402
 from .stats import ema, mean_std  # noqa: E402
 
 X_AXES = {"step": "optimizer step", "tokens": "training tokens", "elapsed_s": "wall time (s)"}
+
+
+def _save(fig, path: Path) -> Path:
+    """Write `fig` as a 256-colour palette PNG (a third of the size of the RGBA one, for committed reports)."""
+    from PIL import Image  # matplotlib's own dependency
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
+    plt.close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
+    return path
 
 
 def _colors(groups: Sequence[Group]) -> dict[str, str]:
@@ -64,9 +78,7 @@ def plot_losses(groups: Sequence[Group], x: str, path: Path, beta: float) -> Pat
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_grad_norm_and_clip(groups: Sequence[Group], path: Path, beta: float) -> Path:
@@ -101,9 +113,7 @@ def plot_grad_norm_and_clip(groups: Sequence[Group], path: Path, beta: float) ->
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_sweep(axis: SweepAxis, path: Path) -> Path:
@@ -143,6 +153,4 @@ def plot_sweep(axis: SweepAxis, path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
