@@ -11,6 +11,7 @@ evaluate, checkpoint.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -82,29 +83,12 @@ def train(cfg: Config, dist: DistInfo) -> None:
     train_loader, val_set = build_data(cfg, dist)
     metrics = MetricsWriter(out_dir, enabled=dist.is_main)
 
-    step, skipped, consecutive_bad = 0, 0, 0
-    found = checkpoint.latest(out_dir)
-    if found is not None and tcfg.resume == "never":
-        raise ConfigError(f"train.resume='never' but {found[1]} exists; choose another train.out_dir")
-    if found is not None:
-        state, path = found
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        train_loader.load_state_dict(state["loader"])
-        ranks = state["rng"]
-        set_rng_state(ranks[dist.rank] if len(ranks) == dist.world_size else ranks[0])
-        step, skipped = state["step"], state["skipped_steps"]
-        metrics.truncate_after(step)
-        if dist.is_main:
-            print(f"resumed from {path} at step {step} (saved with world size {len(ranks)}, now {dist.world_size})")
+    step, skipped = resume(out_dir, tcfg.resume, dist, raw_model, optimizer, scheduler, train_loader, metrics)
+    consecutive_bad = 0
     if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        (out_dir / "config.json").write_text(_json(to_dict(cfg)))
-        (out_dir / "run_info.json").write_text(_json(run_info(dist.world_size, str(device), device_name)))
+        write_run_files(out_dir, cfg, dist)
         print(f"model: {raw_model.num_params() / 1e6:.2f}M non-embedding parameters | world size "
-              f"{dist.world_size} | grad accumulation {train_loader.grad_accum_steps} | device {device_name}")
+              f"{dist.world_size} | grad accumulation {train_loader.grad_accum_steps}")
         print(optim.describe_groups(optimizer))
     wandb = WandbLogger(cfg.log, to_dict(cfg), out_dir) if (cfg.log.wandb and dist.is_main) else None
 
@@ -138,8 +122,9 @@ def train(cfg: Config, dist: DistInfo) -> None:
                   "elapsed_s": time.perf_counter() - started, "skipped_steps": skipped}
         if not finite:
             record["skipped"] = True
-        stats = optim.step_stats(optimizer)
-        record.update({k: float(v) for k, v in stats.items() if k not in record})
+        stats = {k: v for k, v in optim.step_stats(optimizer).items() if k not in record}
+        if stats:  # one transfer for all of them
+            record.update(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
         if peak is not None:
             record["mfu"] = flops_per_step / dt / dist.world_size / peak
         record["eta_s"] = (record["elapsed_s"] / (step - start_step)) * (tcfg.steps - step)
@@ -162,6 +147,36 @@ def train(cfg: Config, dist: DistInfo) -> None:
         wandb.finish()
 
 
+def resume(out_dir, policy, dist, raw_model, optimizer, scheduler, train_loader, metrics) -> tuple[int, int]:
+    """Load the newest valid checkpoint of ``out_dir`` into every piece; return (step, skipped steps)."""
+    found = checkpoint.latest(out_dir)
+    if found is None:
+        return 0, 0
+    state, path = found
+    if policy == "never":
+        raise ConfigError(f"train.resume='never' but {path} exists; choose another train.out_dir")
+    raw_model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    train_loader.load_state_dict(state["loader"])
+    ranks = state["rng"]  # per rank; a run resumed at another world size continues from rank 0's
+    set_rng_state(ranks[dist.rank] if len(ranks) == dist.world_size else ranks[0])
+    metrics.truncate_after(state["step"])
+    if dist.is_main:
+        print(f"resumed from {path} at step {state['step']} (saved with world size {len(ranks)}, "
+              f"now {dist.world_size})")
+    return state["step"], state["skipped_steps"]
+
+
+def write_run_files(out_dir: Path, cfg: Config, dist: DistInfo) -> None:
+    """The resolved config and the run's versions, git revision and machine, next to its metrics."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device_name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "cpu"
+    (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    info = run_info(dist.world_size, str(dist.device), device_name)
+    (out_dir / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
 def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, train_loader) -> None:
     """Gather every rank's loader position and RNG state, then rank 0 writes the checkpoint."""
     loaders = all_gather_objects(train_loader.state_dict())
@@ -174,11 +189,6 @@ def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, t
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "loader": loaders[0],
             "loader_per_rank": loaders, "rng": rngs, "config": to_dict(cfg)}, keep=cfg.train.keep_checkpoints)
     barrier()
-
-
-def _json(obj) -> str:
-    import json
-    return json.dumps(obj, indent=2, default=str) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
