@@ -89,6 +89,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple
     """Our options, and the trainer overrides (after `--`, or unknown `--section.key=value` flags)."""
     own, passthrough = split_passthrough(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(own)
+    if args.jobs < 1 or args.nproc < 0:
+        parser.error(f"--jobs must be >= 1 and --nproc >= 0, got --jobs={args.jobs} --nproc={args.nproc}")
     stray = [u for u in unknown if not _OVERRIDE.match(u)]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")

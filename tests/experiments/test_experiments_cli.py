@@ -95,3 +95,9 @@ def test_sweep_rejects_optimizers_given_twice(tmp_path):
     argv = ["--config", "configs/tiny.toml", "--optims", "adamw", "optim.name=adamw,muon", "--out", str(tmp_path)]
     with pytest.raises(ConfigError, match="not both"):
         sweep.main(argv)
+
+
+def test_bad_jobs_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main(["--config", "configs/tiny.toml", "--optims", "adamw", "--jobs", "0"])
+    assert exit_info.value.code == 2 and "--jobs must be >= 1" in capsys.readouterr().err
