@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+import kernels
+
 
 def finite_flag(norm: torch.Tensor) -> torch.Tensor:
     """0-dim bool tensor: is the (global gradient) norm finite? Never read on the host."""
@@ -90,6 +92,13 @@ def groups_with_grads(param_groups: list[dict]) -> list[tuple[dict, list[torch.T
     """(group, params, grads) of every param group in which some parameter has a gradient."""
     work = [(group, *params_with_grads(group)) for group in param_groups]
     return [w for w in work if w[1]]
+
+
+def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(global L2 norm over every gradient of ``work``, is-finite flag), both 0-dim device tensors."""
+    norm = kernels.global_norm([g for _, _, grads in work for g in grads], backend=backend)
+    return norm, finite_flag(norm)
 
 
 def params_with_grads(group: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -19,7 +19,12 @@ import torch
 
 import kernels
 
-from .base import OptimizerStatsMixin, finite_flag, groups_with_grads, run_closure
+from .base import (
+    OptimizerStatsMixin,
+    global_grad_norm,
+    groups_with_grads,
+    run_closure,
+)
 
 
 class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
@@ -59,8 +64,7 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
         work = groups_with_grads(self.param_groups)
         if not work:
             return loss
-        global_norm = kernels.global_norm([g for _, _, grads in work for g in grads], backend=self.backend)
-        ok = finite_flag(global_norm)
+        global_norm, ok = global_grad_norm(work, self.backend)
         nan = torch.full_like(global_norm, float("nan"))
         for group, params, grads in work:
             if self.norm_scope == "global":

@@ -12,9 +12,13 @@ import math
 
 import torch
 
-import kernels
-
-from .base import OptimizerStatsMixin, finite_flag, groups_with_grads, run_closure, zero_where_not_
+from .base import (
+    OptimizerStatsMixin,
+    global_grad_norm,
+    groups_with_grads,
+    run_closure,
+    zero_where_not_,
+)
 from .newton_schulz import orthogonalize
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -48,8 +52,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         work = groups_with_grads(self.param_groups)
         if not work:
             return loss
-        grad_norm = kernels.global_norm([g for _, _, gs in work for g in gs], backend=self.backend)
-        ok = finite_flag(grad_norm)
+        grad_norm, ok = global_grad_norm(work, self.backend)
         okf = ok.to(torch.float32)
         for _, _, grads in work:
             zero_where_not_(grads, ok)
