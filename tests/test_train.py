@@ -90,3 +90,10 @@ def test_resume_never_refuses_existing_run(tmp_path):
     run_train(f"--train.out_dir={tmp_path}", "--train.steps=2")
     proc = run_train(f"--train.out_dir={tmp_path}", "--train.steps=4", "--train.resume=never", check=False)
     assert proc.returncode != 0 and "train.resume='never'" in proc.stderr
+
+
+def test_wandb_offline_needs_no_account(tmp_path):
+    pytest.importorskip("wandb")
+    run_train(f"--train.out_dir={tmp_path}", "--train.steps=2", "--log.wandb=true")
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "no offline wandb run was recorded"
