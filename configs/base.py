@@ -70,14 +70,13 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(key, value, arg)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
     if origin in (list, tuple):
         if isinstance(value, str):
