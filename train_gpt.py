@@ -12,7 +12,6 @@ evaluate, checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from functools import partial
@@ -21,7 +20,6 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import kernels
 import optim
 from configs.base import ConfigError, to_dict
 from configs.schema import Config, load_config
@@ -29,7 +27,7 @@ from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_pat
 from model import GPT
 from trainer import checkpoint
 from trainer.distributed import DistInfo, all_gather_objects, barrier, init_distributed, shutdown
-from trainer.loop import evaluate, make_backward
+from trainer.loop import evaluate, host_values, make_backward
 from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
 from trainer.schedule import lr_multiplier
 
@@ -84,7 +82,6 @@ def train(cfg: Config, dist: DistInfo) -> None:
     metrics = MetricsWriter(out_dir, enabled=dist.is_main)
 
     step, skipped = resume(out_dir, tcfg.resume, dist, raw_model, optimizer, scheduler, train_loader, metrics)
-    consecutive_bad = 0
     if dist.is_main:
         write_run_files(out_dir, cfg, dist)
         print(f"model: {raw_model.num_params() / 1e6:.2f}M non-embedding parameters | world size "
@@ -103,28 +100,21 @@ def train(cfg: Config, dist: DistInfo) -> None:
                  for x, y in train_loader.next_batch()]
         backward = make_backward(model, batch, device, tcfg.dtype, parameters)
         loss = regularizer.compute(parameters, backward, step) if regularizer.enabled else backward()
-        grad_norm = kernels.global_norm([p.grad for p in parameters if p.grad is not None])
-        loss_value, norm_value = torch.stack([loss.float(), grad_norm]).tolist()  # the step's one host sync
         lr = scheduler.get_last_lr()[0]
-        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-        if finite:
-            optimizer.step()
-            consecutive_bad = 0
-        else:
-            skipped, consecutive_bad = skipped + 1, consecutive_bad + 1
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()  # owns the step's gradient facts: norm, clip factor and skip, decided on the device
         scheduler.step()
         step += 1
+        values = host_values({"train_loss": loss, **optim.step_stats(optimizer)})  # the step's one host read
+        skipped = int(values.pop("skipped_steps", skipped))
+        consecutive_bad = int(values.pop("consecutive_skips", 0))
 
         dt = time.perf_counter() - t0
-        record = {"step": step, "train_loss": loss_value, "lr": lr, "grad_norm": norm_value,
+        record = {"step": step, "train_loss": values.pop("train_loss"), "lr": lr, **values,
                   "tokens": step * tokens_per_step, "step_time_s": dt, "tokens_per_s": tokens_per_step / dt,
                   "elapsed_s": time.perf_counter() - started, "skipped_steps": skipped}
+        finite = consecutive_bad == 0
         if not finite:
             record["skipped"] = True
-        stats = {k: v for k, v in optim.step_stats(optimizer).items() if k not in record}
-        if stats:  # one transfer for all of them
-            record.update(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
         if peak is not None:
             record["mfu"] = flops_per_step / dt / dist.world_size / peak
         record["eta_s"] = (record["elapsed_s"] / (step - start_step)) * (tcfg.steps - step)

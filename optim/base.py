@@ -1,7 +1,11 @@
 """Machinery shared by our optimizers: device-side counters and stats, a non-finite guard, state keyed by name.
 
-- `stats()` returns 0-dim device tensors from the last step (`grad_norm`, `clip_factor`, ..., `skipped_steps`).
-- A step with a non-finite gradient writes nothing and adds 1 to `skipped_steps`, decided on the device.
+- The optimizer owns a step's gradient facts: `step()` reads the gradients once for the global norm, decides the clip
+  factor and the skip on the device, and `stats()` returns them as 0-dim device tensors (`grad_norm`,
+  `clip_factor`, ..., `skipped_steps`, `consecutive_skips`); the trainer reads them on the host in one transfer.
+- A step with a non-finite gradient writes nothing, adds 1 to `skipped_steps` and to `consecutive_skips` (reset to 0
+  by the next good step), all decided on the device.
+- State is created lazily, once (`state_buffer`); a steady-state step allocates nothing parameter-sized for state.
 - `state_dict()` carries the counters; `load_state_dict()` matches the saved state to the parameters by the
   `param_names` of each group (torch's named-parameter groups), so a reordering cannot silently misplace state.
 """
@@ -44,6 +48,9 @@ def remap_state_by_names(optimizer: torch.optim.Optimizer, state_dict: dict) -> 
     return {**state_dict, "param_groups": new_groups}
 
 
+COUNTERS = ("skipped_steps", "consecutive_skips")
+
+
 class OptimizerStatsMixin:
     """Mixin for torch.optim.Optimizer subclasses: stats, skip counter in the state dict, name-keyed loading."""
 
@@ -54,15 +61,26 @@ class OptimizerStatsMixin:
         return torch.device("cpu")
 
     def _record(self, ok: torch.Tensor, **stats: torch.Tensor) -> None:
+        """Count the step on the device (skipped if not ``ok``) and keep this step's stats for `stats()`."""
         counters = self.__dict__.setdefault("_counters", {})
-        skipped = counters.get("skipped_steps")
-        if skipped is None:
-            skipped = torch.zeros((), dtype=torch.int64, device=ok.device)
-        counters["skipped_steps"] = skipped + (~ok).to(torch.int64)
+        bad = (~ok).to(torch.int64)
+        for name in COUNTERS:
+            if name not in counters:
+                counters[name] = torch.zeros((), dtype=torch.int64, device=ok.device)
+        counters["skipped_steps"] = counters["skipped_steps"] + bad
+        counters["consecutive_skips"] = (counters["consecutive_skips"] + bad) * bad
         self.__dict__["_last_stats"] = {k: v.detach() for k, v in stats.items()}
 
+    def state_buffer(self, p: torch.Tensor, name: str) -> torch.Tensor:
+        """``self.state[p][name]``, created as zeros on first use only (lazy state, no per-step allocation)."""
+        state = self.state[p]
+        buf = state.get(name)
+        if buf is None:
+            buf = state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return buf
+
     def stats(self) -> dict[str, torch.Tensor]:
-        """0-dim device tensors from the last step plus the running `skipped_steps` count."""
+        """0-dim device tensors from the last step plus the running counters (`skipped_steps`, `consecutive_skips`)."""
         out = dict(self.__dict__.get("_last_stats", {}))
         out.update(self.__dict__.get("_counters", {}))
         return out

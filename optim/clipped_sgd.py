@@ -73,7 +73,7 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
                 norm = torch.where(ok, kernels.global_norm(grads, backend=self.backend), nan)
             momenta = None
             if group["momentum"] > 0:
-                momenta = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+                momenta = [self.state_buffer(p, "momentum_buffer") for p in params]
             kernels.clipped_sgd_update_(
                 params, grads, momenta, norm, lr=float(group["lr"]), momentum=group["momentum"],
                 nesterov=group["nesterov"], weight_decay=float(group["weight_decay"]),

@@ -70,7 +70,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         for group, params, grads in work:
             mu = group["momentum"]
             mu_eff = torch.where(ok, mu, 1.0)  # Python scalars: no host-to-device copy
-            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            bufs = [self.state_buffer(p, "momentum_buffer") for p in params]
             torch._foreach_mul_(bufs, mu_eff)
             torch._foreach_add_(bufs, grads)
             updates += torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else list(bufs)

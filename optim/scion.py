@@ -75,7 +75,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
             for p, g in zip(ps, gs):
                 params.append(p)
                 grads.append(g)
-                ds.append(self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)))
+                ds.append(self.state_buffer(p, "momentum_buffer"))
                 specs.append(spec)
                 radii.append(float(group["radius"]))
                 lrs.append(float(group["lr"]))

@@ -1,4 +1,4 @@
-"""One training step's gradient (micro-batches, DDP no_sync) and the validation loss."""
+"""One training step's gradient (micro-batches, DDP no_sync), its one host read, and the validation loss."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
     sync_context = getattr(model, "no_sync", None)
 
     def backward() -> torch.Tensor:
-        for p in parameters:
-            p.grad = None
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if grads:  # zero in place: gradient storage (and the optimizer's chunk plan over it) stays put
+            torch._foreach_zero_(grads)
         total = torch.zeros((), device=device, dtype=torch.float32)
         for i, (x, y) in enumerate(micro_batches):
             last = i == accum - 1
@@ -47,6 +48,17 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
         return all_reduce_sum(total) / world
 
     return backward
+
+
+def host_values(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The values of 0-dim tensors (loss, optimizer stats) read on the host in one transfer.
+
+    Counters (int64) come back exactly as long as they stay below 2**53 (float64).
+    """
+    if not tensors:
+        return {}
+    stacked = torch.stack([t.detach().reshape(()).to(torch.float64) for t in tensors.values()])
+    return dict(zip(tensors, stacked.tolist()))
 
 
 @torch.no_grad()
