@@ -1,21 +1,26 @@
 """Typed config machinery: dataclass sections, TOML presets, dotted CLI overrides, strict validation.
 
-A config is a tree of dataclasses. Every field has a type, a default and a one-line ``help`` in its
-metadata. Values come from three layers, later ones winning: the dataclass defaults, a TOML preset
+A config is a tree of dataclass sections (subclasses of :class:`Section`). Every key is declared one
+way, with :func:`field`: a type annotation, a default, a one-line ``help`` and, where a single value
+can be wrong, a ``check`` (``positive``, ``at_least(1)``, ``in_range(0, 1)``, ``one_of(...)``, ...).
+Constraints between keys live in the section's ``check()`` method, and only there; nothing else
+re-validates a key. ``validate_tree`` runs both, for the whole tree or one section
+(``section.validate()``), so a key is checked in exactly one place whoever builds the config.
+
+Values come from three layers, later ones winning: the dataclass defaults, a TOML preset
 (``--config configs/tiny.toml``, which may ``include`` other presets), and ``--section.key=value``
-flags. Unknown keys, wrong types and values a section's ``validate()`` rejects raise
-:class:`ConfigError`, whose message names the dotted key and lists what is valid.
+flags. Unknown keys, wrong types and failed checks raise :class:`ConfigError`, whose message names
+the dotted key and lists what is valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Callable, ClassVar, Literal, Union, get_args, get_origin
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,9 +32,59 @@ class ConfigError(ValueError):
     """A bad config key or value; the message names the dotted key."""
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING):
-    """A dataclass field with a mandatory one-line ``help`` (used by the README's config reference)."""
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A constraint on one value: ``test(value)`` is true when valid; ``text`` completes "must be ..."."""
+    test: Callable[[Any], bool]
+    text: str
+
+
+def at_least(low: float) -> Check:
+    return Check(lambda v: v >= low, f">= {low:g}")
+
+
+def greater_than(low: float) -> Check:
+    return Check(lambda v: v > low, f"> {low:g}")
+
+
+positive = greater_than(0)
+non_negative = at_least(0)
+
+
+def in_range(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Check:
+    """low <= v <= high, with either end open; the text reads like the interval, e.g. "in [0, 1)"."""
+    def test(v: Any) -> bool:
+        return (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
+    return Check(test, f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+
+
+def one_of(choices: Any) -> Check:
+    choices = tuple(choices)
+    return Check(lambda v: v in choices, f"one of {list(choices)}")
+
+
+non_empty = Check(lambda v: len(v) > 0, "non-empty")
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str, check: Check | None = None,
+          default_factory: Any = dataclasses.MISSING):
+    """A config key: its default, a mandatory one-line ``help`` (the README's config reference) and an optional
+    ``check`` of its value (not applied to None), run by :func:`validate_tree`."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"help": help, "check": check})
+
+
+class Section:
+    """Base of the config sections. ``KEY`` is the section's dotted place in the tree (for messages when a
+    section is validated on its own); subclasses override ``check()`` for constraints between their keys."""
+    KEY: ClassVar[str] = ""
+
+    def check(self) -> None:
+        """Constraints between keys of this section; raise ConfigError/ValueError naming the keys."""
+
+    def validate(self) -> None:
+        """Check this section (types, every field's ``check``, then ``check()``), children first."""
+        validate_tree(self, f"{self.KEY}." if self.KEY else "")
 
 
 # ----------------------------------------------------------------------------- type coercion
@@ -201,18 +256,22 @@ def parse_overrides(args: list[str]) -> tuple[str | None, dict]:
 
 
 def validate_tree(cfg: Any, prefix: str = "") -> None:
-    """Call ``validate()`` on every dataclass in the tree (children first); wrap errors as ConfigError."""
+    """Validate a config tree: every leaf's type and ``check`` (named by its dotted key), then each section's
+    ``check()`` (children first). ValueErrors become ConfigErrors."""
+    types_ = _field_types(type(cfg))
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            validate_tree(value, f"{prefix}{f.name}.")
-    validate = getattr(cfg, "validate", None)
-    # A nested helper whose validate() needs arguments (e.g. the key it sits under) is validated by its parent.
-    needs_args = validate is not None and any(
-        p.default is inspect.Parameter.empty for p in inspect.signature(validate).parameters.values())
-    if validate is not None and not needs_args:
+            validate_tree(value, key + ".")
+            continue
+        coerce(key, value, types_[f.name])
+        rule: Check | None = f.metadata.get("check")
+        if rule is not None and value is not None and not rule.test(value):
+            raise ConfigError(f"{key} must be {rule.text}, got {value!r}")
+    check = getattr(cfg, "check", None)
+    if check is not None:
         try:
-            validate()
+            check()
         except ConfigError:
             raise
         except ValueError as err:
@@ -232,7 +291,8 @@ def to_dict(cfg: Any) -> dict:
 
 
 def iter_fields(cls: type, prefix: str = ""):
-    """Yield (dotted key, type name, default, help) for every leaf field of a dataclass tree."""
+    """Yield (dotted key, type name, default, help) for every leaf field of a dataclass tree; the type name
+    carries the field's check, e.g. "float, > 0"."""
     types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
         tp = types_[f.name]
@@ -246,4 +306,6 @@ def iter_fields(cls: type, prefix: str = ""):
             default = f.default_factory()
         else:
             default = None
-        yield key, _type_name(tp), default, f.metadata.get("help", "")
+        rule = f.metadata.get("check")
+        type_name = _type_name(tp) + (f", {rule.text}" if rule is not None else "")
+        yield key, type_name, default, f.metadata.get("help", "")

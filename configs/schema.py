@@ -10,66 +10,63 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from configs.base import ConfigError, build_section, field, load_toml, merge_dicts, parse_overrides, validate_tree
+from configs.base import (ConfigError, Section, build_section, field, in_range, load_toml, merge_dicts,
+                          non_negative, parse_overrides, positive, validate_tree)
 from data.config import DataConfig
 from model.config import ModelConfig
 from optim.config import OptimConfig
 
 
 @dataclass
-class TrainConfig:
-    steps: int = field(100, help="number of optimizer steps of the whole run (sets the LR schedule)")
-    batch_size: int = field(32, help="global batch size in sequences per optimizer step, the same at any world size")
-    micro_batch_size: int = field(8, help="sequences per forward/backward on one rank; "
-                                          "gradient accumulation = batch_size / (micro_batch_size * world_size)")
-    warmup_steps: int = field(0, help="linear LR warmup steps from 0 to the base LR")
-    warmdown_frac: float = field(0.0, help="fraction of the run, at its end, over which the LR decays to min_lr_frac")
+class TrainConfig(Section):
+    KEY = "train"
+
+    steps: int = field(100, check=positive, help="number of optimizer steps of the whole run (sets the LR schedule)")
+    batch_size: int = field(32, check=positive, help="global batch size in sequences per optimizer step, the same at "
+                                                     "any world size")
+    micro_batch_size: int = field(8, check=positive, help="sequences per forward/backward on one rank; gradient "
+                                                          "accumulation = batch_size / (micro_batch_size * world_size)")
+    warmup_steps: int = field(0, check=non_negative, help="linear LR warmup steps from 0 to the base LR")
+    warmdown_frac: float = field(0.0, check=in_range(0, 1), help="fraction of the run, at its end, over which the LR "
+                                                                 "decays to min_lr_frac")
     lr_decay: Literal["linear", "cosine"] = field("linear", help="shape of the warmdown")
-    min_lr_frac: float = field(0.0, help="LR at the end of the warmdown, as a fraction of the base LR")
+    min_lr_frac: float = field(0.0, check=in_range(0, 1), help="LR at the end of the warmdown, as a fraction of the "
+                                                               "base LR")
     out_dir: str = field("out/run", help="run directory: metrics.jsonl, config, checkpoints; re-running resumes here")
-    checkpoint_every: int = field(0, help="steps between checkpoints (0: only at the end)")
-    keep_checkpoints: int = field(2, help="how many of the newest checkpoints to keep")
-    resume: Literal["auto", "never"] = field("auto", help="'auto' resumes from the newest valid checkpoint in out_dir; "
-                                                          "'never' refuses to start if out_dir holds one")
-    eval_every: int = field(0, help="steps between validation-loss evaluations (0: only at the end)")
-    eval_tokens: int = field(65536, help="validation tokens per evaluation (a fixed prefix of the val split)")
-    log_every: int = field(1, help="steps between console log lines (metrics.jsonl gets every step)")
+    checkpoint_every: int = field(0, check=non_negative, help="steps between checkpoints (0: only at the end)")
+    keep_checkpoints: int = field(2, check=positive, help="how many of the newest checkpoints to keep")
+    resume: Literal["auto", "never"] = field("auto", help="'auto' resumes from the newest valid checkpoint in "
+                                                          "out_dir; 'never' refuses to start if out_dir holds one")
+    eval_every: int = field(0, check=non_negative, help="steps between validation-loss evaluations (0: only at the "
+                                                        "end)")
+    eval_tokens: int = field(65536, check=non_negative, help="validation tokens per evaluation (a fixed prefix of "
+                                                             "the val split)")
+    log_every: int = field(1, check=positive, help="steps between console log lines (metrics.jsonl gets every step)")
     seed: int = field(1337, help="seed of model init and data order")
     device: Literal["auto", "cpu", "cuda"] = field("auto", help="'auto': CUDA when available, else CPU")
     dtype: Literal["auto", "float32", "bfloat16"] = field("auto", help="autocast dtype; 'auto': bfloat16 on CUDA, "
                                                                      "float32 on CPU")
     compile: bool = field(False, help="torch.compile the model")
-    max_nonfinite_steps: int = field(10, help="stop (keeping the last good checkpoint) after this many "
-                                              "consecutive steps skipped for a non-finite loss or gradient")
-    stop_after_step: Optional[int] = field(None, help="end this process after this step (with a checkpoint) "
-                                                      "without changing the schedule; for time-boxed jobs")
+    max_nonfinite_steps: int = field(10, check=positive, help="stop (keeping the last good checkpoint) after this "
+                                                              "many consecutive steps skipped for a non-finite loss "
+                                                              "or gradient")
+    stop_after_step: Optional[int] = field(None, check=positive, help="end this process after this step (with a "
+                                                                      "checkpoint) without changing the schedule; "
+                                                                      "for time-boxed jobs")
 
-    def validate(self) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "micro_batch_size": self.micro_batch_size,
-                    "keep_checkpoints": self.keep_checkpoints, "log_every": self.log_every,
-                    "max_nonfinite_steps": self.max_nonfinite_steps}
-        for key, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"train.{key} must be > 0, got {value}")
-        for key in ("warmup_steps", "checkpoint_every", "eval_every", "eval_tokens"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+    def check(self) -> None:
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(f"train.batch_size ({self.batch_size}) must be a multiple of "
                               f"train.micro_batch_size ({self.micro_batch_size})")
-        if not 0.0 <= self.warmdown_frac <= 1.0:
-            raise ConfigError(f"train.warmdown_frac must be in [0, 1], got {self.warmdown_frac}")
-        if not 0.0 <= self.min_lr_frac <= 1.0:
-            raise ConfigError(f"train.min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
         if self.warmup_steps + round(self.warmdown_frac * self.steps) > self.steps:
             raise ConfigError(f"train.warmup_steps ({self.warmup_steps}) plus the warmdown "
                               f"({self.warmdown_frac} x {self.steps} steps) exceed train.steps ({self.steps})")
-        if self.stop_after_step is not None and self.stop_after_step <= 0:
-            raise ConfigError(f"train.stop_after_step must be > 0, got {self.stop_after_step}")
 
 
 @dataclass
-class LogConfig:
+class LogConfig(Section):
+    KEY = "log"
+
     wandb: bool = field(False, help="also log to Weights & Biases (rank 0 only; never required)")
     wandb_project: str = field("clipgpt", help="wandb project name")
     wandb_run_name: Optional[str] = field(None, help="wandb run name (default: the out_dir's name)")
@@ -79,14 +76,14 @@ class LogConfig:
 
 
 @dataclass
-class Config:
+class Config(Section):
     model: ModelConfig = field(default_factory=ModelConfig, help="the GPT")
     data: DataConfig = field(default_factory=DataConfig, help="token shards")
     optim: OptimConfig = field(default_factory=OptimConfig, help="optimizer")
     train: TrainConfig = field(default_factory=TrainConfig, help="the training run")
     log: LogConfig = field(default_factory=LogConfig, help="logging")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.model.vocab_size < 50257 and self.data.dir == "embedded":
             raise ConfigError(f"model.vocab_size ({self.model.vocab_size}) is smaller than the GPT-2 vocabulary "
                               f"(50257) of the embedded corpus")

@@ -29,9 +29,7 @@ def build_norm(cfg: ModelConfig, dim: int) -> nn.Module:
     """The config's normalization over `dim` features: LayerNorm (bias iff `cfg.bias`) or RMSNorm."""
     if cfg.norm == "layernorm":
         return nn.LayerNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_affine, bias=cfg.bias and cfg.norm_affine)
-    if cfg.norm == "rmsnorm":
-        return RMSNorm(dim, eps=cfg.norm_eps, affine=cfg.norm_affine)
-    raise ValueError(f"model.norm must be one of ['layernorm', 'rmsnorm'], got {cfg.norm!r}")
+    return RMSNorm(dim, eps=cfg.norm_eps, affine=cfg.norm_affine)  # model.norm is checked by ModelConfig
 
 
 def rope_tables(head_dim: int, max_len: int, base: float, dtype: torch.dtype = torch.float32):
@@ -119,9 +117,7 @@ class MLP(nn.Module):
         hidden = cfg.mlp_ratio * cfg.n_embd
         self.fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
-        if cfg.mlp not in ("gelu", "relu2"):
-            raise ValueError(f"model.mlp must be one of ['gelu', 'relu2'], got {cfg.mlp!r}")
-        self.activation = cfg.mlp
+        self.activation = cfg.mlp  # checked by ModelConfig: "gelu" or "relu2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)

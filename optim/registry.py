@@ -1,4 +1,5 @@
-"""`optim.name` -> builder. Each entry declares the config keys it reads (OptimConfig.validate checks the rest)."""
+"""`optim.name` -> builder. The names, the keys each reads and their summaries are data in optim/config.py
+(`OPTIMIZERS`); this module adds the builder of each, which reads only those keys."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ import torch
 
 from .adamw import AdamW
 from .clipped_sgd import ClippedSGD
-from .config import OptimConfig
+from .config import OPTIMIZERS, OptimConfig
 from .groups import build_param_groups
 from .muon import Muon
 from .scion import ClippedScion
@@ -60,30 +61,24 @@ def _scion_family(clipped: bool, constrained: bool) -> Callable[[NamedParams, Op
     return build
 
 
-_SGD = frozenset({"momentum", "nesterov", "weight_decay", "weight_decay_mode"})
-_SCION = frozenset({"alpha", "ns_steps", "ns_dtype", "split_orthogonalization"})
-_CLIPPED_SCION = _SCION | {"rho", "rho_scaling"}
+_BUILDERS: dict[str, Callable[[NamedParams, OptimConfig], torch.optim.Optimizer]] = {
+    "adamw": _adamw,
+    "muon": _muon,
+    "sgd": _sgd_family("none"),
+    "gclip": _sgd_family("gclip"),
+    "normalized_sgd": _sgd_family("normalized"),
+    "dgclip": _sgd_family("dgclip"),
+    "scion": _scion_family(clipped=False, constrained=True),
+    "unconstrained_scion": _scion_family(clipped=False, constrained=False),
+    "clipped_scion": _scion_family(clipped=True, constrained=True),
+    "unconstrained_clipped_scion": _scion_family(clipped=True, constrained=False),
+}
+if _BUILDERS.keys() != OPTIMIZERS.keys():
+    raise ImportError(f"optim/config.py OPTIMIZERS and optim/registry.py builders differ: "
+                      f"{sorted(_BUILDERS.keys() ^ OPTIMIZERS.keys())}")
 
 REGISTRY: dict[str, OptimizerEntry] = {
-    "adamw": OptimizerEntry(_adamw, frozenset({"weight_decay", "beta1", "beta2", "eps"}),
-                            "torch AdamW (fused), decoupled weight decay"),
-    "muon": OptimizerEntry(_muon, frozenset({"weight_decay", "momentum", "nesterov", "beta1", "beta2", "eps",
-                                             "adamw_lr", "ns_steps", "ns_dtype", "split_orthogonalization"}),
-                           "Muon (Nesterov 0.95, Newton-Schulz) on spectral roles, AdamW elsewhere"),
-    "sgd": OptimizerEntry(_sgd_family("none"), _SGD, "SGD with optional (Nesterov) momentum"),
-    "gclip": OptimizerEntry(_sgd_family("gclip"), _SGD | {"gamma", "norm_scope"},
-                            "clipped GD, step lr*min(1, gamma/||g||)"),
-    "normalized_sgd": OptimizerEntry(_sgd_family("normalized"), _SGD | {"beta", "norm_scope"},
-                                     "normalized GD, step lr/(||g|| + beta)"),
-    "dgclip": OptimizerEntry(_sgd_family("dgclip"), _SGD | {"gamma", "delta", "norm_scope"},
-                             "delta-GClip, step lr*min(1, max(delta, gamma/||g||))"),
-    "scion": OptimizerEntry(_scion_family(False, True), _SCION, "Scion (constrained, Frank-Wolfe)"),
-    "unconstrained_scion": OptimizerEntry(_scion_family(False, False), _SCION, "Unconstrained Scion (uSCG)"),
-    "clipped_scion": OptimizerEntry(_scion_family(True, True), _CLIPPED_SCION,
-                                    "Clipped Scion (S3CG, short-step conditional gradient)"),
-    "unconstrained_clipped_scion": OptimizerEntry(_scion_family(True, False), _CLIPPED_SCION,
-                                                  "Unconstrained Clipped Scion (GGNC)"),
-}
+    name: OptimizerEntry(_BUILDERS[name], spec.keys, spec.summary) for name, spec in OPTIMIZERS.items()}
 
 
 def build(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -7,22 +7,25 @@ from typing import Literal, Optional
 
 import pytest
 
-from configs.base import (ConfigError, build_section, field, iter_fields, load_toml, parse_overrides, to_dict,
-                          validate_tree)
+from configs.base import (ConfigError, Section, build_section, field, in_range, iter_fields, load_toml,
+                          parse_overrides, positive, to_dict, validate_tree)
 
 
 @dataclass
-class Inner:
-    rho: float = field(1.0, help="threshold")
+class Inner(Section):
+    KEY = "sec.inner"
+
+    rho: float = field(1.0, check=positive, help="threshold")
     kind: Literal["a", "b"] = field("a", help="choice")
+    frac: float = field(0.5, check=in_range(0, 1, high_open=True), help="fraction")
 
-    def validate(self) -> None:
-        if self.rho <= 0:
-            raise ValueError(f"sec.inner.rho must be > 0, got {self.rho}")
+    def check(self) -> None:
+        if self.kind == "b" and self.frac == 0:
+            raise ValueError("sec.inner.kind='b' needs sec.inner.frac > 0")
 
 
 @dataclass
-class Section:
+class Sec:
     steps: int = field(10, help="steps")
     name: Optional[str] = field(None, help="name")
     flag: bool = field(False, help="flag")
@@ -32,7 +35,7 @@ class Section:
 
 @dataclass
 class Root:
-    sec: Section = field(default_factory=Section, help="section")
+    sec: Sec = field(default_factory=Sec, help="section")
 
 
 def test_defaults_and_types():
@@ -58,10 +61,21 @@ def test_wrong_type_and_literal_are_errors():
         build_section(Root, {"sec": {"steps": 2.5}}, prefix="")
 
 
-def test_validate_tree_wraps_value_errors():
+def test_field_checks_and_section_checks_name_the_key():
     cfg = build_section(Root, {"sec": {"inner": {"rho": -1}}}, prefix="")
-    with pytest.raises(ConfigError, match=r"sec\.inner\.rho must be > 0"):
+    with pytest.raises(ConfigError, match=r"^sec\.inner\.rho must be > 0, got -1\.0$"):
         validate_tree(cfg)
+    cfg = build_section(Root, {"sec": {"inner": {"frac": 1.0}}}, prefix="")
+    with pytest.raises(ConfigError, match=r"^sec\.inner\.frac must be in \[0, 1\), got 1\.0$"):
+        validate_tree(cfg)
+    cfg = build_section(Root, {"sec": {"inner": {"kind": "b", "frac": 0}}}, prefix="")
+    with pytest.raises(ConfigError, match=r"kind='b' needs sec\.inner\.frac > 0"):  # a ValueError, wrapped
+        validate_tree(cfg)
+    with pytest.raises(ConfigError, match=r"^sec\.inner\.rho must be > 0"):  # one section on its own, by its KEY
+        Inner(rho=0.0).validate()
+    with pytest.raises(ConfigError, match=r"sec\.inner\.kind: invalid value 'c'"):  # types too, built directly
+        Inner(kind="c").validate()
+    Inner(kind="b").validate()
 
 
 def test_cli_overrides_parse_like_toml():
@@ -93,6 +107,9 @@ def test_toml_include_and_errors(tmp_path):
 
 def test_to_dict_and_iter_fields_cover_every_leaf():
     cfg = build_section(Root, {}, prefix="")
-    assert to_dict(cfg) == {"sec": {"steps": 10, "flag": False, "sizes": [1, 2], "inner": {"rho": 1.0, "kind": "a"}}}
-    keys = [k for k, *_ in iter_fields(Root)]
-    assert keys == ["sec.steps", "sec.name", "sec.flag", "sec.sizes", "sec.inner.rho", "sec.inner.kind"]
+    assert to_dict(cfg) == {"sec": {"steps": 10, "flag": False, "sizes": [1, 2],
+                                    "inner": {"rho": 1.0, "kind": "a", "frac": 0.5}}}
+    rows = list(iter_fields(Root))
+    assert [k for k, *_ in rows] == ["sec.steps", "sec.name", "sec.flag", "sec.sizes", "sec.inner.rho",
+                                     "sec.inner.kind", "sec.inner.frac"]
+    assert dict((k, t) for k, t, *_ in rows)["sec.inner.frac"] == "float, in [0, 1)"  # the check is documented
