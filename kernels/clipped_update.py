@@ -13,13 +13,12 @@ If ``norm`` is non-finite nothing is written. Parameters may be fp32 or bf16; th
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from kernels.chunk_table import ChunkTable, block_size
 from kernels.clip_factor import CLIP_RULES, clip_factor, validate_clip_args
 from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
+from kernels.triton_common import tl, triton
 
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 BLOCK = 1024

@@ -16,6 +16,7 @@ import warnings
 
 import torch
 
+from kernels.triton_common import HAVE_TRITON
 from kernels.chunk_table import ChunkTable, build_table, cached, table_key, tuning
 
 BACKENDS = ("auto", "triton", "torch")
@@ -29,11 +30,7 @@ def triton_interpreter_enabled() -> bool:
 
 
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return HAVE_TRITON
 
 
 _warned: set[str] = set()
@@ -58,7 +55,8 @@ def wants_triton(backend: str, device: torch.device, *, op: str) -> bool:
     if backend == "auto":
         return device.type == "cuda" and triton_available()
     if not triton_available():
-        raise RuntimeError(f"kernels.{op}: backend='triton' needs the triton package, which is not installed")
+        raise RuntimeError(f"kernels.{op}: backend='triton' needs the triton package, which is not installed "
+                           f"(pip install triton, Linux only); use backend='auto' or 'torch' for the torch reference")
     if device.type != "cuda" and not (device.type == "cpu" and triton_interpreter_enabled()):
         raise RuntimeError(f"kernels.{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU "
                            f"tensors), got tensors on {device}")

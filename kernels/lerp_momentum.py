@@ -9,12 +9,11 @@ arXiv:2506.01913, Algorithms 3–4.)
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from kernels.chunk_table import ChunkTable, block_size
 from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
+from kernels.triton_common import tl, triton
 
 BLOCK = 2048
 NUM_WARPS = 8

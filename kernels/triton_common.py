@@ -1,12 +1,39 @@
-"""Pieces shared by the Triton kernels: dtype mapping, chunk-pointer loads, launch counting."""
+"""Pieces shared by the Triton kernels: dtype mapping, chunk-pointer loads, launch counting.
+
+Triton is optional (pyproject installs it on Linux only): without it, ``triton`` and ``tl`` here are stand-ins that
+let the kernel modules define their (never launched) kernels, every ``backend="auto"`` call runs the torch
+reference, and ``backend="triton"`` raises an error saying triton is not installed (kernels/dispatch.py).
+"""
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
 import torch
-import triton
-import triton.language as tl
+
+try:
+    import triton
+    import triton.language as tl
+    HAVE_TRITON = True
+except ImportError:  # the torch reference path still works
+    HAVE_TRITON = False
+
+
+class _TritonMissing:
+    """Stand-in for ``triton`` / ``triton.language`` when triton is not installed: ``@triton.jit`` returns the
+    function unchanged and any attribute (``tl.float32``, ``tl.constexpr``) is this same inert object."""
+
+    def __getattr__(self, name: str) -> "_TritonMissing":
+        return self
+
+    def __call__(self, *args, **kwargs):
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return self
+
+
+if not HAVE_TRITON:
+    triton = tl = _TritonMissing()
 
 TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
