@@ -1,0 +1,183 @@
+"""Sharded (FSDP2 / DTensor) parameters as the optimizers see them: local shards, partial sums, whole-matrix ownership.
+
+FSDP2 (`fully_shard`) stores every parameter as a DTensor sharded along dim 0 over a 1-D mesh: rank r holds rows
+[r*c, r*c + n_r) with c = ceil(n/W) (torch.chunk's split; trailing ranks may hold fewer rows or none). The optimizers
+never run kernels on a DTensor; they work on its local shard, and
+
+- join **reductions** (the global gradient norm's sum of squares, Scion's dual-norm inner products) as local partial
+  sums plus one all-reduce: a NaN or inf in any shard propagates through the sum, so the all-reduced sum of squares
+  also carries the non-finite flag;
+- run the LMOs that need a **whole** tensor (Newton-Schulz, column / row / RMS norms) on an owner rank: the shards of a
+  batch of tensors travel to their owners in one all-to-all, each owner computes on whole tensors, and the results go
+  back to the shards in a second all-to-all (the scheme of torchtitan's DistMuon and microsoft/dion, written here
+  for any LMO).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+try:  # DTensor lives in torch.distributed.tensor (torch >= 2.4)
+    from torch.distributed.tensor import DTensor, Shard
+except ImportError:  # pragma: no cover - torch without distributed support
+    DTensor, Shard = (), None
+
+
+def is_sharded(t: torch.Tensor) -> bool:
+    return isinstance(t, DTensor) if DTensor else False
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (sharing its storage, so in-place updates reach the parameter), else ``t``."""
+    return t.to_local() if is_sharded(t) else t
+
+
+@dataclass(frozen=True)
+class RowShards:
+    """How dim 0 of a tensor of ``shape`` is split over the ``world`` ranks of ``group``: rank r holds
+    ``sizes[r]`` rows starting at row ``starts[r]``."""
+    shape: tuple[int, ...]
+    sizes: tuple[int, ...]
+    group: object
+
+    @property
+    def world(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        out, at = [], 0
+        for s in self.sizes:
+            out.append(at)
+            at += s
+        return tuple(out)
+
+    @property
+    def row_numel(self) -> int:
+        return math.prod(self.shape[1:])
+
+
+def chunk_sizes(rows: int, world: int) -> tuple[int, ...]:
+    """Rows per rank of torch.chunk(rows, world) as DTensor's Shard(0) splits them (ceil-sized, trailing remainder)."""
+    c = -(-rows // world) if rows else 0
+    return tuple(max(0, min(c, rows - r * c)) for r in range(world))
+
+
+def row_shards(t: torch.Tensor) -> RowShards:
+    """The row split of a DTensor; refuses placements the optimizers do not handle (anything but Shard(0) on 1-D)."""
+    if not is_sharded(t):
+        raise TypeError(f"row_shards needs a DTensor, got {type(t).__name__}")
+    mesh, placements = t.device_mesh, t.placements
+    if mesh.ndim != 1 or len(placements) != 1 or not isinstance(placements[0], Shard) or placements[0].dim != 0:
+        raise ValueError(f"optimizers handle DTensors sharded along dim 0 on a 1-D mesh (FSDP2's layout); got "
+                         f"placements {placements} on a {mesh.ndim}-D mesh for a tensor of shape {tuple(t.shape)}")
+    group = mesh.get_group()
+    shards = RowShards(tuple(t.shape), chunk_sizes(t.shape[0], mesh.size()), group)
+    mine = shards.sizes[dist.get_rank(group)]
+    if t.to_local().shape[0] != mine:
+        raise ValueError(f"DTensor of shape {tuple(t.shape)} holds {t.to_local().shape[0]} local rows on this rank, "
+                         f"expected {mine} (torch.chunk split); uneven custom shardings are not supported")
+    return shards
+
+
+def sum_across(partials: torch.Tensor, group=None) -> torch.Tensor:
+    """All-reduce (sum) of a vector of per-rank partial sums, in place: one collective for all of them."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(partials, op=dist.ReduceOp.SUM, group=group)
+    return partials
+
+
+def assign_owners(shapes: list[tuple[int, ...]], world: int) -> list[int]:
+    """An owner rank per tensor, balancing the cost of whole-tensor work (Newton-Schulz: ~ m*n*min(m, n)).
+
+    Greedy longest-processing-time: the most expensive tensor first, to the least loaded rank. Deterministic, so every
+    rank computes the same assignment from the same shapes without communicating.
+    """
+    def cost(shape):
+        if len(shape) < 2:
+            return math.prod(shape)
+        return math.prod(shape) * min(shape[-2:])
+
+    load = [0] * world
+    owners = [0] * len(shapes)
+    for i in sorted(range(len(shapes)), key=lambda i: (-cost(shapes[i]), i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owners[i] = r
+        load[r] += cost(shapes[i])
+    return owners
+
+
+def _exchange(send: list[list[torch.Tensor]], recv_numels: list[int], group, dtype, device) -> list[torch.Tensor]:
+    """One all-to-all: ``send[r]`` (tensors, flattened in order) goes to rank r; returns what each rank sent here."""
+    flat_in = [torch.cat([t.reshape(-1).to(dtype) for t in ts]) if ts else torch.empty(0, dtype=dtype, device=device)
+               for ts in send]
+    in_splits = [x.numel() for x in flat_in]
+    buf_in = torch.cat(flat_in) if flat_in else torch.empty(0, dtype=dtype, device=device)
+    buf_out = torch.empty(sum(recv_numels), dtype=dtype, device=device)
+    dist.all_to_all_single(buf_out, buf_in, output_split_sizes=recv_numels, input_split_sizes=in_splits, group=group)
+    return list(torch.split(buf_out, recv_numels))
+
+
+def gather_to_owners(shards: list[torch.Tensor], layouts: list[RowShards], owners: list[int], *,
+                     dtype: torch.dtype) -> dict[int, torch.Tensor]:
+    """{index: whole tensor} for the tensors this rank owns, assembled from every rank's local shard (in ``dtype``).
+
+    All layouts must share one process group; every rank calls this with the same layouts and owners.
+    """
+    if not shards:
+        return {}
+    group = layouts[0].group
+    rank, world = dist.get_rank(group), layouts[0].world
+    device = shards[0].device
+    send = [[] for _ in range(world)]
+    for i, (s, owner) in enumerate(zip(shards, owners)):
+        send[owner].append(s)
+    mine = [i for i, o in enumerate(owners) if o == rank]
+    recv = [sum(layouts[i].sizes[src] * layouts[i].row_numel for i in mine) for src in range(world)]
+    received = _exchange(send, recv, group, dtype, device)
+    pieces: dict[int, list[torch.Tensor]] = {i: [] for i in mine}
+    for src in range(world):
+        at = 0
+        for i in mine:
+            n = layouts[i].sizes[src] * layouts[i].row_numel
+            pieces[i].append(received[src][at:at + n].view(layouts[i].sizes[src], *layouts[i].shape[1:]))
+            at += n
+    return {i: torch.cat(p) for i, p in pieces.items()}
+
+
+def scatter_from_owners(wholes: dict[int, torch.Tensor], layouts: list[RowShards], owners: list[int], *,
+                        dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """The inverse of :func:`gather_to_owners`: every rank receives its rows of every tensor (in ``dtype``)."""
+    if not layouts:
+        return []
+    group = layouts[0].group
+    rank, world = dist.get_rank(group), layouts[0].world
+    send = [[] for _ in range(world)]
+    for i in sorted(wholes):
+        starts, sizes = layouts[i].starts, layouts[i].sizes
+        for dst in range(world):
+            send[dst].append(wholes[i][starts[dst]:starts[dst] + sizes[dst]])
+    recv = [sum(layouts[i].sizes[rank] * layouts[i].row_numel for i, o in enumerate(owners) if o == src)
+            for src in range(world)]
+    received = _exchange(send, recv, group, dtype, device)
+    out: list[torch.Tensor | None] = [None] * len(layouts)
+    for src in range(world):
+        at = 0
+        for i in (i for i, o in enumerate(owners) if o == src):
+            n = layouts[i].sizes[rank] * layouts[i].row_numel
+            out[i] = received[src][at:at + n].view(layouts[i].sizes[rank], *layouts[i].shape[1:])
+            at += n
+    return out  # type: ignore[return-value]
+
+
+def bytes_of(tensors) -> int:
+    """Bytes of the local storage of ``tensors`` (a DTensor counts its local shard only)."""
+    return sum(local(t).numel() * local(t).element_size() for t in tensors)
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of this rank's optimizer state tensors (local shards of sharded state)."""
+    return bytes_of(v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor))
