@@ -42,32 +42,61 @@ def _dist_info(process_group) -> tuple[int, int]:
     return 0, 1
 
 
+def split_by_cost(shapes: list[tuple[int, ...]], world: int) -> list[int]:
+    """An owner rank per matrix: shape buckets in order, each bucket's matrices dealt to the least-loaded ranks
+    (cost m*n*min(m, n) per matrix), no padding. Deterministic, so every rank computes the same split."""
+    load = [0] * world
+    owners = [0] * len(shapes)
+    buckets: dict[tuple, list[int]] = defaultdict(list)
+    for i, shape in enumerate(shapes):
+        buckets[shape].append(i)
+    for shape, idx in buckets.items():
+        cost = shape[-2] * shape[-1] * min(shape[-2:])
+        for i in idx:
+            r = min(range(world), key=lambda r: (load[r], r))
+            owners[i] = r
+            load[r] += cost
+    return owners
+
+
 def orthogonalize(matrices: list[torch.Tensor], *, steps: int = 5, dtype: torch.dtype = torch.bfloat16,
                   split_across_ranks: bool = True, process_group=None) -> list[torch.Tensor]:
-    """newton_schulz5 of every matrix, batched by shape; under DDP each rank orthogonalizes its share, then all-gather.
+    """newton_schulz5 of every matrix, batched by shape; under DDP each rank orthogonalizes the matrices it owns.
 
     Every rank must call this with the same list (same shapes, same order), as DDP ranks do with the averaged
-    gradients. For a bucket of n same-shape matrices and world size W, rank r takes the contiguous slice
-    [r*k, (r+1)*k) with k = ceil(n/W) (the stack is zero-padded to W*k; NS of zero is zero), so the per-matrix math is
-    the same batched computation as the unsplit one. Returns new tensors in the input order.
+    gradients. Matrices are dealt to ranks by cost (:func:`split_by_cost`, no zero padding); each rank runs its share
+    of a shape bucket as one batch, then broadcasts the results in the Newton-Schulz dtype (the results are exactly
+    representable there, so nothing is lost) asynchronously, so one bucket's exchange overlaps the next bucket's
+    Newton-Schulz. Per step each rank receives the bytes of the matrices it does not own, once. Returns new tensors
+    in the input order.
     """
     rank, world = _dist_info(process_group) if split_across_ranks else (0, 1)
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, m in enumerate(matrices):
         buckets[(tuple(m.shape), m.dtype, m.device)].append(i)
     out: list[torch.Tensor | None] = [None] * len(matrices)
-    for (shape, _, _), idx in buckets.items():
-        stack = torch.stack([matrices[i] for i in idx])
-        if world == 1:
-            result = newton_schulz5(stack, steps, dtype)
-        else:
-            k = -(-len(idx) // world)
-            padded = stack.new_zeros((world * k, *shape))
-            padded[: len(idx)] = stack
-            mine = newton_schulz5(padded[rank * k:(rank + 1) * k], steps, dtype).contiguous()
-            gathered = [torch.empty_like(mine) for _ in range(world)]
-            dist.all_gather(gathered, mine, group=process_group)
-            result = torch.cat(gathered)[: len(idx)]
-        for j, i in enumerate(idx):
-            out[i] = result[j]
+    if world == 1:
+        for idx in buckets.values():
+            result = newton_schulz5(torch.stack([matrices[i] for i in idx]), steps, dtype)
+            for j, i in enumerate(idx):
+                out[i] = result[j]
+        return out  # type: ignore[return-value]
+    owners = split_by_cost([tuple(m.shape) for m in matrices], world)
+    pending = []
+    for (shape, out_dtype, device), idx in buckets.items():
+        for r in range(world):
+            mine = [i for i in idx if owners[i] == r]
+            if not mine:
+                continue
+            if r == rank:
+                buf = newton_schulz5(torch.stack([matrices[i] for i in mine]), steps, dtype).to(dtype).contiguous()
+            else:
+                buf = torch.empty((len(mine), *shape), dtype=dtype, device=device)
+            work = dist.broadcast(buf, src=dist.get_global_rank(process_group, r) if process_group is not None else r,
+                                  group=process_group, async_op=True)
+            pending.append((work, buf, mine, out_dtype))
+    for work, buf, mine, out_dtype in pending:
+        work.wait()
+        for j, i in enumerate(mine):
+            out[i] = buf[j].to(out_dtype)
     return out  # type: ignore[return-value]

@@ -36,6 +36,8 @@ def test_split_orthogonalization_equals_single_process(tmp_path):
     assert result["scion_max_diff"] <= 1e-6, result
     assert result["muon_max_diff"] <= 1e-6, result
     assert result["ranks_agree"], result
+    assert result["ns_bytes"] == result["ns_bytes_formula"], result
+    assert result["ns_bytes"] <= 0.6 * result["ns_bytes_old"], result
     # reference rho scaling: the public code's G summed over 2 ranks, i.e. min(1, 2G/rho)
     assert result["reference_clip"] == pytest.approx(min(1.0, 2 * result["dual_norm"] / result["rho"]), rel=1e-6)
     assert result["free_clip"] == pytest.approx(min(1.0, result["free_dual_norm"] / result["rho"]), rel=1e-6)
@@ -48,6 +50,7 @@ def _worker(out_path: str) -> None:
 
     sys.path.insert(0, str(REPO_ROOT))
     from optim import ClippedScion, Muon, orthogonalize
+    from optim.newton_schulz import split_by_cost
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -57,6 +60,27 @@ def _worker(out_path: str) -> None:
     split = orthogonalize(mats, dtype=torch.float32, split_across_ranks=True)
     whole = orthogonalize(mats, dtype=torch.float32, split_across_ranks=False)
     ns_diff = max((a - b).abs().max().item() for a, b in zip(split, whole))
+
+    # bytes this rank receives in the exchange, counted at the collective, against the formula
+    received = []
+    real_broadcast = dist.broadcast
+
+    def counting_broadcast(tensor, src, *args, **kwargs):
+        if src != rank:
+            received.append(tensor.numel() * tensor.element_size())
+        return real_broadcast(tensor, src, *args, **kwargs)
+
+    dist.broadcast = counting_broadcast
+    try:
+        orthogonalize(mats, dtype=torch.bfloat16, split_across_ranks=True)
+    finally:
+        dist.broadcast = real_broadcast
+    owners = split_by_cost(shapes, world)
+    formula = sum(2 * a * b for (a, b), o in zip(shapes, owners) if o != rank)  # bf16: 2 bytes per entry
+    old = 0  # the previous scheme: each shape bucket zero-padded to a multiple of W, fp32 all_gather
+    for shape in set(shapes):
+        n = shapes.count(shape)
+        old += (world - 1) * -(-n // world) * shape[0] * shape[1] * 4
 
     def run_scion(split_flag, rho_scaling="world_size_free", rho=50.0):
         torch.manual_seed(1)
@@ -96,7 +120,8 @@ def _worker(out_path: str) -> None:
     _, free_opt = run_scion(True, "world_size_free", rho)
     if rank == 0:
         Path(out_path).write_text(json.dumps(dict(
-            world_size=world, ns_max_diff=ns_diff, scion_max_diff=scion_diff, muon_max_diff=muon_diff,
+            world_size=world, ns_max_diff=ns_diff, ns_bytes=sum(received), ns_bytes_formula=formula,
+            ns_bytes_old=old, scion_max_diff=scion_diff, muon_max_diff=muon_diff,
             ranks_agree=agree, rho=rho, dual_norm=ref_opt.stats()["dual_norm"].item(),
             reference_clip=ref_opt.stats()["clip_factor"].item(),
             free_clip=free_opt.stats()["clip_factor"].item(), free_dual_norm=free_opt.stats()["dual_norm"].item())))
