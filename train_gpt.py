@@ -26,9 +26,12 @@ from configs.schema import Config, load_config
 from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_paths
 from model import GPT
 from trainer import checkpoint
-from trainer.distributed import DistInfo, all_gather_objects, barrier, init_distributed, shutdown
+from trainer.distributed import (DistInfo, all_gather_objects, barrier, broadcast_object, init_distributed,
+                                 shutdown)
+from trainer.lock import RunDirError, hold_run_dir
 from trainer.loop import evaluate, host_values, make_backward
 from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
+from trainer.resume import restore, rng_state
 from trainer.schedule import lr_multiplier
 
 
@@ -51,19 +54,6 @@ def build_data(cfg: Config, dist: DistInfo) -> tuple[TrainLoader, ValidationSet]
     return train, val
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 def train(cfg: Config, dist: DistInfo) -> None:
     out_dir = Path(cfg.train.out_dir)
     device, tcfg = dist.device, cfg.train
@@ -81,7 +71,7 @@ def train(cfg: Config, dist: DistInfo) -> None:
     train_loader, val_set = build_data(cfg, dist)
     metrics = MetricsWriter(out_dir, enabled=dist.is_main)
 
-    step, skipped = resume(out_dir, tcfg.resume, dist, raw_model, optimizer, scheduler, train_loader, metrics)
+    step, skipped = restore(cfg, Config, dist, raw_model, optimizer, scheduler, train_loader, metrics)
     if dist.is_main:
         write_run_files(out_dir, cfg, dist)
         print(f"model: {raw_model.num_params() / 1e6:.2f}M non-embedding parameters | world size "
@@ -137,27 +127,6 @@ def train(cfg: Config, dist: DistInfo) -> None:
         wandb.finish()
 
 
-def resume(out_dir, policy, dist, raw_model, optimizer, scheduler, train_loader, metrics) -> tuple[int, int]:
-    """Load the newest valid checkpoint of ``out_dir`` into every piece; return (step, skipped steps)."""
-    found = checkpoint.latest(out_dir)
-    if found is None:
-        return 0, 0
-    state, path = found
-    if policy == "never":
-        raise ConfigError(f"train.resume='never' but {path} exists; choose another train.out_dir")
-    raw_model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    train_loader.load_state_dict(state["loader"])
-    ranks = state["rng"]  # per rank; a run resumed at another world size continues from rank 0's
-    set_rng_state(ranks[dist.rank] if len(ranks) == dist.world_size else ranks[0])
-    metrics.truncate_after(state["step"])
-    if dist.is_main:
-        print(f"resumed from {path} at step {state['step']} (saved with world size {len(ranks)}, "
-              f"now {dist.world_size})")
-    return state["step"], state["skipped_steps"]
-
-
 def write_run_files(out_dir: Path, cfg: Config, dist: DistInfo) -> None:
     """The resolved config and the run's versions, git revision and machine, next to its metrics."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,12 +142,18 @@ def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, t
     if any(s != loaders[0] for s in loaders):
         raise RuntimeError(f"ranks disagree on the data position at step {step}: {loaders}")
     rngs = all_gather_objects(rng_state())
+    error = None
     if dist.is_main:
-        checkpoint.save(cfg.train.out_dir, step, {
-            "step": step, "skipped_steps": skipped, "model": raw_model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "loader": loaders[0],
-            "loader_per_rank": loaders, "rng": rngs, "config": to_dict(cfg)}, keep=cfg.train.keep_checkpoints)
-    barrier()
+        try:
+            checkpoint.save(cfg.train.out_dir, step, {
+                "step": step, "skipped_steps": skipped, "model": raw_model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "loader": loaders[0],
+                "loader_per_rank": loaders, "rng": rngs, "config": to_dict(cfg)}, keep=cfg.train.keep_checkpoints)
+        except checkpoint.CheckpointWriteError as err:
+            error = str(err)
+    error = broadcast_object(error)  # every rank stops the same way if rank 0 could not write
+    if error is not None:
+        raise checkpoint.CheckpointWriteError(error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,14 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    dist = init_distributed(cfg.train.device)
     try:
-        train(cfg, dist)
-    except (ConfigError, ValueError, NonFiniteError) as err:
+        dist = init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    clean = False
+    try:
+        with hold_run_dir(cfg.train.out_dir, dist.is_main):
+            train(cfg, dist)
+        clean = True
+    except (ConfigError, ValueError, NonFiniteError, RunDirError, checkpoint.CheckpointWriteError) as err:
         print(f"rank {dist.rank}: error: {err}", file=sys.stderr)
         return 1
     finally:
-        shutdown()
+        shutdown(clean)
     return 0
 
 

@@ -35,8 +35,13 @@ class TrainConfig(Section):
     out_dir: str = field("out/run", help="run directory: metrics.jsonl, config, checkpoints; re-running resumes here")
     checkpoint_every: int = field(0, check=non_negative, help="steps between checkpoints (0: only at the end)")
     keep_checkpoints: int = field(2, check=positive, help="how many of the newest checkpoints to keep")
-    resume: Literal["auto", "never"] = field("auto", help="'auto' resumes from the newest valid checkpoint in "
-                                                          "out_dir; 'never' refuses to start if out_dir holds one")
+    resume: Literal["auto", "never", "fresh"] = field(
+        "auto", help="'auto' resumes from the newest valid checkpoint in out_dir (error if checkpoints exist but "
+                     "none loads); 'fresh' starts from step 0, moving old checkpoints aside; 'never' refuses to "
+                     "start if out_dir holds one")
+    resume_changes: Literal["refuse", "apply"] = field(
+        "refuse", help="on resume, settings that change the run (model, data, optim, schedule, batch, seed) "
+                       "differing from the checkpoint's: 'refuse' stops listing them, 'apply' applies them")
     eval_every: int = field(0, check=non_negative, help="steps between validation-loss evaluations (0: only at the "
                                                         "end)")
     eval_tokens: int = field(65536, check=non_negative, help="validation tokens per evaluation (a fixed prefix of "
@@ -50,6 +55,12 @@ class TrainConfig(Section):
     max_nonfinite_steps: int = field(10, check=positive, help="stop (keeping the last good checkpoint) after this "
                                                               "many consecutive steps skipped for a non-finite loss "
                                                               "or gradient")
+    dist_timeout_s: float = field(600.0, check=positive, help="seconds a collective waits for the other ranks "
+                                                              "before the run stops with an error (a lost peer "
+                                                              "must not hang the job)")
+    consistency_check_every: int = field(0, check=non_negative, help="steps between cross-rank checksums of the "
+                                                                     "parameters (0: never); a mismatch stops the "
+                                                                     "run naming the step and ranks")
     stop_after_step: Optional[int] = field(None, check=positive, help="end this process after this step (with a "
                                                                       "checkpoint) without changing the schedule; "
                                                                       "for time-boxed jobs")

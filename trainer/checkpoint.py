@@ -1,25 +1,46 @@
-"""Atomic checkpoints: ``<out_dir>/checkpoints/step_0000100.pt``, newest valid one found on restart.
+"""Checksummed, atomic checkpoints: ``<out_dir>/checkpoints/step_0000100.pt`` beside ``step_0000100.pt.sha256``.
 
-A checkpoint is written to a temporary name, fsynced, then renamed, so a crash never leaves a
-partial file under a final name; ``latest()`` still skips (with a warning) any file that fails to
-load or lacks the completion marker, and falls back to the previous one.
+Writing: the state goes to a temporary name through a writer that hashes every byte as it is written
+(SHA-256, no second read), is fsynced and renamed; the checksum file (``sha256sum`` format, so
+``sha256sum -c step_0000100.pt.sha256`` checks it by hand) is written first, so a final-named
+checkpoint always has its checksum. A full disk removes the partial file and raises
+:class:`CheckpointWriteError` saying so, naming the intact previous checkpoint.
+
+Reading: :func:`scan` verifies the newest checkpoint's checksum, loads it, and falls back to older ones,
+recording why each newer one was unreadable. The trainer refuses to start from nothing when
+checkpoints exist but none loads (see ``trainer/resume.py``), and moves unreadable files aside as
+``*.corrupt`` (:func:`quarantine`) so the rotation never keeps them in place of good checkpoints.
+
+Rotation (:func:`save`) only deletes checkpoints with a lower step than the one just written.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import re
-import warnings
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 _COMPLETE = "checkpoint_complete"
+_CHUNK = 16 << 20
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (e.g. no space left); the partial file is removed."""
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
@@ -31,37 +52,168 @@ def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+class _HashingWriter:
+    """A write-only file object that hashes what passes through and remembers an OS error (torch hides it)."""
+
+    def __init__(self, handle):
+        self.handle, self.sha = handle, hashlib.sha256()
+        self.written, self.error = 0, None
+
+    def write(self, data) -> int:
+        try:
+            n = self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+        self.sha.update(data)
+        self.written += len(data)
+        return n
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _tensor_bytes(obj) -> int:
+    """Bytes of tensor data in a nested state (the bulk of a checkpoint's size)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_failed(err: BaseException, writer: _HashingWriter | None, final: Path, state: dict,
+                  out_dir: str | Path) -> CheckpointWriteError:
+    cause = writer.error if writer is not None and writer.error is not None else err
+    previous = [p for _, p in list_checkpoints(out_dir) if p != final]
+    kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "there is no previous checkpoint"
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        need = _tensor_bytes(state) / 1e9
+        free = shutil.disk_usage(final.parent).free / 1e9
+        return CheckpointWriteError(
+            f"no space left on device writing checkpoint {final} (needs ~{need:.2f} GB, {free:.2f} GB free); "
+            f"{kept}. The partial file was removed; free space and re-run the same command to resume")
+    return CheckpointWriteError(f"could not write checkpoint {final}: {type(cause).__name__}: {cause}; {kept}. "
+                                f"The partial file was removed")
+
+
 def save(out_dir: str | Path, step: int, state: dict, keep: int) -> Path:
-    """Write ``state`` as the checkpoint of ``step`` atomically, then keep only the newest ``keep``."""
+    """Write ``state`` as the checkpoint of ``step`` (checksummed, atomic), then rotate older ones.
+
+    Rotation keeps the newest ``keep`` checkpoints at or below ``step`` and never touches a file with
+    a higher step (the caller moved unreadable ones aside before training).
+    """
     directory = checkpoint_dir(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step_{step:07d}.pt"
     tmp = directory / f".step_{step:07d}.pt.tmp"
-    with open(tmp, "wb") as f:
-        torch.save({**state, _COMPLETE: True}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    dir_fd = os.open(directory, os.O_RDONLY)
+    writer = None
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    for _, old in list_checkpoints(out_dir)[:-keep]:
+        with open(tmp, "wb") as f:
+            writer = _HashingWriter(f)
+            torch.save({**state, _COMPLETE: True}, writer)
+            f.flush()
+            os.fsync(f.fileno())
+        sums = checksum_path(final)
+        sums_tmp = directory / f".{sums.name}.tmp"
+        with open(sums_tmp, "w") as f:
+            f.write(f"{writer.sha.hexdigest()}  {final.name}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(sums_tmp, sums)
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+    except (OSError, RuntimeError) as err:
+        for leftover in (tmp, directory / f".{checksum_path(final).name}.tmp"):
+            leftover.unlink(missing_ok=True)
+        raise _write_failed(err, writer, final, state, out_dir) from err
+    older = [p for s, p in list_checkpoints(out_dir) if s < step]
+    for old in older[:max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
+        checksum_path(old).unlink(missing_ok=True)
     return final
 
 
-def latest(out_dir: str | Path) -> tuple[dict, Path] | None:
-    """The newest checkpoint that loads completely, or None; broken newer ones are skipped with a warning."""
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def load(path: Path, step: int | None = None, verify: bool = True) -> dict:
+    """Load one checkpoint after checking its checksum; raise ``ValueError`` saying what is wrong with it."""
+    sums = checksum_path(path)
+    if verify and sums.exists():
+        try:
+            expected = sums.read_text().split()[0]
+        except (OSError, IndexError) as err:
+            raise ValueError(f"its checksum file {sums.name} is unreadable ({err or 'empty'})") from None
+        actual = file_sha256(path)
+        if actual != expected:
+            raise ValueError(f"checksum mismatch (sha256 {actual[:16]}..., {sums.name} says {expected[:16]}...): "
+                             f"the file changed after it was written")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is treated the same way
+        raise ValueError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    if not isinstance(state, dict) or not state.get(_COMPLETE):
+        raise ValueError("incomplete (no completion marker)")
+    if step is not None and state.get("step") != step:
+        raise ValueError(f"holds step {state.get('step')}, its name says {step}")
+    return state
+
+
+@dataclass
+class Scan:
+    """The newest loadable checkpoint (``state``, ``path``; None if none) and the newer ones that failed."""
+
+    state: dict | None = None
+    path: Path | None = None
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def any_found(self) -> bool:
+        return self.path is not None or bool(self.unreadable)
+
+
+def scan(out_dir: str | Path) -> Scan:
+    """Try the checkpoints newest first; stop at the first that verifies and loads."""
+    result = Scan()
     for step, path in reversed(list_checkpoints(out_dir)):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is treated the same way
-            warnings.warn(f"skipping unreadable checkpoint {path}: {type(err).__name__}: {err}")
-            continue
-        if not isinstance(state, dict) or not state.get(_COMPLETE) or state.get("step") != step:
-            warnings.warn(f"skipping incomplete checkpoint {path}")
-            continue
-        return state, path
-    return None
+            result.state, result.path = load(path, step), path
+            return result
+        except (OSError, ValueError) as err:
+            result.unreadable.append((path, str(err)))
+    return result
+
+
+def quarantine(path: Path) -> Path:
+    """Move an unreadable checkpoint (and its checksum file) aside as ``*.corrupt``; never delete it."""
+    target = path.with_name(path.name + ".corrupt")
+    n = 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.corrupt{n}"), n + 1
+    os.replace(path, target)
+    sums = checksum_path(path)
+    if sums.exists():
+        os.replace(sums, target.with_name(target.name + ".sha256"))
+    return target
+
+
+def latest(out_dir: str | Path) -> tuple[dict, Path] | None:
+    """The newest checkpoint that verifies and loads completely, or None."""
+    found = scan(out_dir)
+    return (found.state, found.path) if found.path is not None else None

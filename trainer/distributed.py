@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -33,23 +34,37 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def init_distributed(requested_device: str) -> DistInfo:
+def _generation_store(timeout: timedelta) -> tuple[dist.Store, int, int]:
+    """The rendezvous store of torchrun's environment, prefixed by the restart generation.
+
+    Under ``torchrun --max-restarts=N`` the restarted workers meet in the same store as the generation
+    that died; without the prefix they read its stale keys (gloo's peer addresses) and wait forever.
+    """
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    generation = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"clipgpt/generation{generation}/", store), rank, world_size
+
+
+def init_distributed(requested_device: str, timeout_s: float = 600.0) -> DistInfo:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); NCCL on CUDA, gloo on CPU.
 
-    Without torchrun's variables this is a single process and no group is created.
+    Without torchrun's variables this is a single process and no group is created. Collectives that
+    wait longer than ``timeout_s`` for a peer raise instead of hanging (train.dist_timeout_s).
     """
     kind = pick_device(requested_device)
     if "RANK" not in os.environ:
         return DistInfo(0, 0, 1, torch.device(kind))
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    timeout = timedelta(seconds=timeout_s)
+    store, rank, world_size = _generation_store(timeout)
     if kind == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, store=store, rank=rank, world_size=world_size,
+                                timeout=timeout)
     else:
         device = torch.device("cpu")
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timeout)
     return DistInfo(rank, local_rank, world_size, device)
 
 
@@ -80,6 +95,14 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group. After a clean run all ranks first meet at a barrier, so no rank tears down
+    its communicator while a peer still uses it (a cause of SIGABRT at exit); after an error, no barrier."""
+    if not dist.is_initialized():
+        return
+    if clean:
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass
+    dist.destroy_process_group()

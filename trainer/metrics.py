@@ -30,11 +30,22 @@ class MetricsWriter:
         self.enabled = enabled
 
     def truncate_after(self, step: int) -> None:
-        """Drop records of steps after ``step`` (left by a killed run that is now resumed from ``step``)."""
+        """Drop records of steps after ``step`` (left by a killed run that is now resumed from ``step``; all of
+        them on a fresh start) and lines that are not JSON (a write torn by a crash), with a warning."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = []
+        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                warnings.warn(f"{self.path}: dropping line {number}, not a complete JSON record (a write cut "
+                              f"short by a crash): {line[:60]!r}")
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)

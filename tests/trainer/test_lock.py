@@ -1,0 +1,73 @@
+"""One writer per run directory: a second holder is refused naming the first; kill -9 frees the directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import REPO_ROOT, env
+from trainer.lock import RunDirError, RunDirLock, hold_run_dir
+
+HOLD = "from trainer.lock import RunDirLock; import sys, time; RunDirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+
+
+def _holder(out_dir):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out_dir)], cwd=REPO_ROOT, env=env(),
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_writer_is_refused_naming_the_holder(tmp_path):
+    proc = _holder(tmp_path)
+    try:
+        started = time.perf_counter()
+        with pytest.raises(RunDirError) as caught:
+            RunDirLock(tmp_path).acquire()
+        assert time.perf_counter() - started < 1.0  # refused at once, no waiting
+        message = str(caught.value)
+        assert "is in use by another run" in message
+        assert f"pid {proc.pid} on host {socket.gethostname()}" in message
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_9_releases_the_lock(tmp_path):
+    proc = _holder(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lock = RunDirLock(tmp_path).acquire()  # the stale .lock file does not block
+    lock.release()
+
+
+def test_lock_is_released_after_the_block_and_reacquired(tmp_path):
+    with hold_run_dir(tmp_path, is_main=True) as lock:
+        assert lock is not None
+        with pytest.raises(RunDirError):
+            RunDirLock(tmp_path).acquire()  # another open file description: refused even in this process
+    RunDirLock(tmp_path).acquire().release()
+
+
+def test_out_dir_that_is_a_file_or_read_only_is_one_line(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(RunDirError, match="is a file, not a directory"):
+        RunDirLock(target).acquire()
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(RunDirError, match="not writable"):
+            RunDirLock(ro).acquire()
+    finally:
+        ro.chmod(0o700)
+
