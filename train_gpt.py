@@ -12,6 +12,7 @@ evaluate, checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from functools import partial
@@ -159,6 +160,9 @@ def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, t
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(sys.argv[1:] if argv is None else argv)  # before any process group starts
+        for note in cfg.train.fit(int(os.environ.get("WORLD_SIZE", "1"))):  # torchrun's world size
+            if os.environ.get("RANK", "0") == "0":
+                print(f"warning: {note}", file=sys.stderr)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from configs.base import (ConfigError, Section, build_section, field, in_range, 
 from data.config import DataConfig
 from model.config import ModelConfig
 from optim.config import OptimConfig
+from trainer.schedule import fit_phases
 
 
 @dataclass
@@ -24,9 +25,11 @@ class TrainConfig(Section):
     steps: int = field(100, check=positive, help="number of optimizer steps of the whole run (sets the LR schedule)")
     batch_size: int = field(32, check=positive, help="global batch size in sequences per optimizer step, the same at "
                                                      "any world size")
-    micro_batch_size: int = field(8, check=positive, help="sequences per forward/backward on one rank; gradient "
-                                                          "accumulation = batch_size / (micro_batch_size * world_size)")
-    warmup_steps: int = field(0, check=non_negative, help="linear LR warmup steps from 0 to the base LR")
+    micro_batch_size: int = field(8, check=positive, help="most sequences per forward/backward on one rank: the "
+                                                          "largest divisor of batch_size / world_size up to this is "
+                                                          "used; gradient accumulation = the rest")
+    warmup_steps: int = field(0, check=non_negative, help="linear LR warmup steps from 0 to the base LR (a run "
+                                                          "shorter than warmup + warmdown fits both in, warmup first)")
     warmdown_frac: float = field(0.0, check=in_range(0, 1), help="fraction of the run, at its end, over which the LR "
                                                                  "decays to min_lr_frac")
     lr_decay: Literal["linear", "cosine"] = field("linear", help="shape of the warmdown")
@@ -65,13 +68,30 @@ class TrainConfig(Section):
                                                                       "checkpoint) without changing the schedule; "
                                                                       "for time-boxed jobs")
 
-    def check(self) -> None:
-        if self.batch_size % self.micro_batch_size:
-            raise ConfigError(f"train.batch_size ({self.batch_size}) must be a multiple of "
-                              f"train.micro_batch_size ({self.micro_batch_size})")
-        if self.warmup_steps + round(self.warmdown_frac * self.steps) > self.steps:
-            raise ConfigError(f"train.warmup_steps ({self.warmup_steps}) plus the warmdown "
-                              f"({self.warmdown_frac} x {self.steps} steps) exceed train.steps ({self.steps})")
+    def fit(self, world_size: int) -> list[str]:
+        """Fit the run to its length and world size, before any process group starts; return one warning per
+        change. A too-short run fits warmup and warmdown in (warmup first, see trainer.schedule.fit_phases). The
+        micro-batch becomes the largest divisor of batch_size / world_size not above micro_batch_size (set here,
+        so config.json records it); only a batch_size that is not a multiple of the world size is an error."""
+        notes = []
+        warmup, warmdown = fit_phases(self.steps, self.warmup_steps, self.warmdown_frac)
+        asked = round(self.warmdown_frac * self.steps)
+        if (warmup, warmdown) != (self.warmup_steps, asked):
+            notes.append(f"train.warmup_steps ({self.warmup_steps}) plus the warmdown (train.warmdown_frac "
+                         f"{self.warmdown_frac} x train.steps {self.steps} = {asked} steps) exceed train.steps "
+                         f"({self.steps}): warming up over {warmup} steps and down over {warmdown}")
+        if self.batch_size % world_size:
+            raise ConfigError(f"train.batch_size ({self.batch_size}) must be a multiple of the world size "
+                              f"({world_size}) so that every rank gets the same number of sequences")
+        per_rank = self.batch_size // world_size
+        if per_rank % self.micro_batch_size:
+            micro = max(d for d in range(1, min(per_rank, self.micro_batch_size) + 1) if per_rank % d == 0)
+            notes.append(f"train.micro_batch_size ({self.micro_batch_size}) does not divide the "
+                         f"{per_rank} sequences per rank (train.batch_size {self.batch_size} / world size "
+                         f"{world_size}): using micro-batches of {micro}, gradient accumulation "
+                         f"{per_rank // micro}")
+            self.micro_batch_size = micro
+        return notes
 
 
 @dataclass

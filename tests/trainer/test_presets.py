@@ -36,8 +36,10 @@ def test_tiny_overrides_from_cli():
 
 
 def test_cross_section_errors_name_the_key():
-    with pytest.raises(ConfigError, match="train.batch_size"):
-        load_config(["--config", str(CONFIGS / "tiny.toml"), "--train.batch_size=20", "--train.micro_batch_size=8"])
+    cfg = load_config(["--config", str(CONFIGS / "tiny.toml"), "--train.batch_size=20", "--train.micro_batch_size=8"])
+    assert cfg.train.fit(world_size=1) and cfg.train.micro_batch_size == 5  # fitted with a warning, not refused
+    with pytest.raises(ConfigError, match=r"train\.batch_size \(20\).*world size \(3\)"):
+        cfg.train.fit(world_size=3)
     with pytest.raises(ConfigError, match="model.vocab_size"):
         load_config(["--config", str(CONFIGS / "tiny.toml"), "--model.vocab_size=1000"])
 

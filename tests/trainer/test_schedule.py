@@ -25,3 +25,14 @@ def test_cosine_and_min_frac():
 
 def test_no_warmdown_is_constant():
     assert {lr_multiplier(s, steps=5, warmup_steps=0, warmdown_frac=0.0) for s in range(5)} == {1.0}
+
+
+def test_short_run_fits_warmup_first_then_warmdown():
+    from trainer.schedule import fit_phases
+    assert fit_phases(200, 10, 0.2) == (10, 40)  # fits: unchanged
+    assert fit_phases(20, 10, 0.6) == (10, 10)  # warmdown shortened to what is left
+    assert fit_phases(5, 10, 0.2) == (5, 0)  # warmup takes the whole run
+    f = [lr_multiplier(s, steps=5, warmup_steps=10, warmdown_frac=0.2) for s in range(5)]
+    assert f == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    f = [lr_multiplier(s, steps=20, warmup_steps=10, warmdown_frac=0.6) for s in range(20)]
+    assert f[9] == 1.0 and f[10] == 1.0 and f[11] == pytest.approx(0.9) and f[19] == pytest.approx(0.1)
