@@ -34,7 +34,7 @@ def test_quickstart_loss_falls_and_run_is_recorded(tmp_path):
     ("--train.stepz=3", "train.stepz"),
     ("--optim.name=adam", "optim.name"),
     ("--model.norm=batchnorm", "model.norm"),
-    ("--train.batch_size=10", "train.batch_size"),
+    ("--train.batch_size=0", "train.batch_size must be > 0"),
     ("--nonsense.key=1", "nonsense"),
 ])
 def test_config_errors_exit_nonzero_naming_the_key(tmp_path, flag, message):
