@@ -33,12 +33,12 @@ def validate_clip_args(rule: str, gamma: float | None, delta: float, beta: float
 
 def clip_factor(norm: torch.Tensor, rule: str, *, gamma: float | None = None, delta: float = 0.0,
                 beta: float = 0.0) -> torch.Tensor:
-    """0-dim fp32 clip factor for the global norm ``norm`` (a 0-dim device tensor); see module doc."""
+    """0-dim fp32 (fp64 for an fp64 norm) clip factor for the global norm ``norm`` (a 0-dim device tensor); see module doc."""
     validate_clip_args(rule, gamma, delta, beta)
     if not isinstance(norm, torch.Tensor) or norm.numel() != 1:
         raise ValueError(f"clip_factor: norm must be a 0-dim tensor, got {type(norm).__name__} "
                          f"{getattr(norm, 'shape', '')}")
-    n = norm.reshape(()).to(torch.float32)
+    n = norm.reshape(()).to(torch.promote_types(norm.dtype, torch.float32))
     if rule == "none":
         c = torch.ones_like(n)
     elif rule == "gclip":

@@ -16,7 +16,7 @@ import torch
 
 from kernels.chunk_table import ChunkTable, block_size
 from kernels.clip_factor import CLIP_RULES, clip_factor, validate_clip_args
-from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, validate_lists
+from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, upcast, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
 from kernels.triton_common import tl, triton
 
@@ -39,10 +39,10 @@ def clipped_sgd_update_torch(params, grads, momenta, norm, *, lr, rule, gamma, d
     c = clip_factor(norm.to(params[0].device), rule, gamma=gamma, delta=delta, beta=beta)
     ok = torch.isfinite(c)
     c = torch.where(ok, c, torch.zeros_like(c))
-    p32 = [p.float() for p in params]
-    g_scaled = torch._foreach_mul([g.float() for g in grads], c)
+    p32 = [upcast(p) for p in params]
+    g_scaled = torch._foreach_mul([upcast(g) for g in grads], c)
     if momentum > 0:
-        m_new = torch._foreach_mul([m.float() for m in momenta], momentum)
+        m_new = torch._foreach_mul([upcast(m) for m in momenta], momentum)
         torch._foreach_add_(m_new, g_scaled)
         u = torch._foreach_add(g_scaled, m_new, alpha=momentum) if nesterov else m_new
     else:

@@ -3,7 +3,7 @@
 ``backend="auto"`` runs the Triton kernel when the tensors live on a CUDA device and the torch reference
 otherwise; ``"triton"`` and ``"torch"`` force one (``"triton"`` on CPU tensors needs the Triton interpreter,
 ``TRITON_INTERPRET=1`` set before triton is imported). Inputs the kernels do not handle (non-contiguous
-tensors) fall back to the torch reference with a one-time warning naming the op.
+or float64 tensors) fall back to the torch reference with a one-time warning naming the op.
 
 The Triton path validates the lists once per chunk table: a call whose tensors have the addresses, sizes,
 dtypes and contiguity of an earlier call reuses that call's validated table, so the per-call host cost is a
@@ -20,8 +20,20 @@ from kernels.triton_common import HAVE_TRITON
 from kernels.chunk_table import ChunkTable, build_table, cached, table_key, tuning
 
 BACKENDS = ("auto", "triton", "torch")
-FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_USE_TORCH = "use the torch reference"  # cached decision for inputs the kernels do not take
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # float64 runs the torch reference
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The torch references' math dtype: float64 for float64 tensors, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in its math dtype (a copy for bf16/fp16, ``t`` itself for fp32/fp64)."""
+    return t.to(compute_dtype(t.dtype))
+_NON_CONTIGUOUS = "non-contiguous input tensor"  # cached decisions for inputs the kernels do not take
+_FLOAT64 = "float64 input tensor"
 
 
 def triton_interpreter_enabled() -> bool:
@@ -83,7 +95,7 @@ def validate_lists(named_lists: dict, *, op: str) -> None:
                 raise TypeError(f"kernels.{op}: {name}[{i}] must be a tensor, got {type(t).__name__}")
             if t.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"kernels.{op}: {name}[{i}] has dtype {t.dtype}; supported: float32, bfloat16, "
-                                f"float16")
+                                f"float16, float64")
             if t.shape != reference[i].shape:
                 raise ValueError(f"kernels.{op}: {name}[{i}] has shape {tuple(t.shape)} but {ref_name}[{i}] has "
                                  f"{tuple(reference[i].shape)}")
@@ -112,12 +124,14 @@ def triton_table(backend: str, named_lists: dict, *, op: str) -> ChunkTable | No
     def build():
         validate_lists(named_lists, op=op)
         if not all(t.is_contiguous() for ts in lists for t in ts):
-            return _USE_TORCH
+            return _NON_CONTIGUOUS
+        if not all(t.dtype in TRITON_DTYPES for ts in lists for t in ts):
+            return _FLOAT64
         return build_table(lists, tuning().chunk_size)
 
     entry = cached(key, build)
-    if entry is _USE_TORCH:
-        _warn_fallback(op, "non-contiguous input tensor")
+    if isinstance(entry, str):  # one of the reasons above
+        _warn_fallback(op, entry)
         return None
     return entry
 

@@ -1,6 +1,6 @@
 """Global L2 norm of a list of tensors: sqrt(Σ_t Σ_i t_i²), accumulated in fp32.
 
-Returns a 0-dim fp32 tensor on the tensors' device; NaN or inf when any element is non-finite; 0 for an
+Returns a 0-dim fp32 tensor (fp64 when a tensor is fp64, torch reference only) on the tensors' device; NaN or inf when any element is non-finite; 0 for an
 empty list (on the CPU, as there is no device to take). No host synchronisation.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 
 from kernels.chunk_table import ChunkTable, block_size
-from kernels.dispatch import check_backend, check_list, triton_table, validate_lists
+from kernels.dispatch import check_backend, check_list, compute_dtype, triton_table, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, finish_reduction, launch, load_f32
 from kernels.triton_common import tl, triton
 
@@ -18,13 +18,13 @@ NUM_WARPS = 8
 
 
 def global_norm_torch(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Reference: one ``_foreach_norm`` per dtype (fp32 accumulation and output), then the norm of norms."""
+    """Reference: one ``_foreach_norm`` per dtype (fp32 accumulation, fp64 for fp64), then the norm of norms."""
     if not tensors:
         return torch.zeros((), dtype=torch.float32)
     norms = []
     for dtype in sorted({t.dtype for t in tensors}, key=str):
         group = [t for t in tensors if t.dtype == dtype]
-        norms.extend(torch._foreach_norm(group, 2, dtype=torch.float32))
+        norms.extend(torch._foreach_norm(group, 2, dtype=compute_dtype(dtype)))
     return torch.linalg.vector_norm(torch.stack(norms))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from kernels.chunk_table import ChunkTable, block_size
-from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, validate_lists
+from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, upcast, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
 from kernels.triton_common import tl, triton
 
@@ -25,15 +25,15 @@ def lerp_momentum_torch(ds: list[torch.Tensor], grads: list[torch.Tensor], alpha
     result is selected on the device (``torch.where``) so a non-finite guard leaves ``ds`` untouched."""
     if not ds:
         return
-    g32 = [g.float() for g in grads]
+    g32 = [upcast(g) for g in grads]
     if skip_if_nonfinite is not None:
         ok = torch.isfinite(skip_if_nonfinite.reshape(()).to(ds[0].device))
-        for d, new in zip(ds, torch._foreach_lerp([d.float() for d in ds], g32, alpha)):
+        for d, new in zip(ds, torch._foreach_lerp([upcast(d) for d in ds], g32, alpha)):
             d.copy_(torch.where(ok, new, d))
         return
-    d32 = [d.float() for d in ds]
+    d32 = [upcast(d) for d in ds]
     torch._foreach_lerp_(d32, g32, alpha)
-    low = [(d, x) for d, x in zip(ds, d32) if d.dtype != torch.float32]
+    low = [(d, x) for d, x in zip(ds, d32) if x is not d]
     if low:
         torch._foreach_copy_([d for d, _ in low], [x for _, x in low])
 

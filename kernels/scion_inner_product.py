@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from kernels.chunk_table import ChunkTable, block_size, radii_tensor
-from kernels.dispatch import as_radii, check_backend, check_list, triton_table, validate_lists
+from kernels.dispatch import as_radii, check_backend, check_list, triton_table, upcast, validate_lists
 from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, finish_reduction, launch, load_f32
 from kernels.triton_common import tl, triton
 
@@ -20,13 +20,16 @@ NUM_WARPS = 8
 
 
 def scion_inner_product_torch(ds, directions, radii, params=None) -> torch.Tensor:
-    """Reference: per-layer fp32 dot products summed in layer order."""
+    """Reference: per-layer fp32 (fp64 for fp64 inputs) dot products summed in layer order."""
     if not ds:
         return torch.zeros((), dtype=torch.float32)
-    targets = torch._foreach_mul([v.float() for v in directions], [-r for r in radii])
+    targets = torch._foreach_mul([upcast(v) for v in directions], [-r for r in radii])
     if params is not None:
-        torch._foreach_add_(targets, [p.float() for p in params])
-    dots = [torch.dot(d.reshape(-1).float(), t.reshape(-1)) for d, t in zip(ds, targets)]
+        torch._foreach_add_(targets, [upcast(p) for p in params])
+    dots = []
+    for d, t in zip(ds, targets):
+        dtype = torch.promote_types(upcast(d).dtype, t.dtype)
+        dots.append(torch.dot(d.reshape(-1).to(dtype), t.reshape(-1).to(dtype)))
     return torch.stack(dots).sum()
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from kernels.chunk_table import ChunkTable, block_size, radii_tensor
-from kernels.dispatch import as_radii, check_backend, check_list, check_python_float, triton_table, validate_lists
+from kernels.dispatch import (as_radii, check_backend, check_list, check_python_float, triton_table, upcast,
+                              validate_lists)
 from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
 from kernels.triton_common import tl, triton
 
@@ -23,12 +24,12 @@ def scion_update_torch(params, directions, radii, *, lr, scale, constrained) -> 
     """Reference: foreach ops in fp32 temporaries, then a device-side select (non-finite scale writes nothing)."""
     if not params:
         return
-    s = scale.reshape(()).to(device=params[0].device, dtype=torch.float32)
+    s = scale.reshape(()).to(device=params[0].device, dtype=torch.promote_types(scale.dtype, torch.float32))
     ok = torch.isfinite(s)
     s = torch.where(ok, s, torch.zeros_like(s))
-    step = torch._foreach_mul([v.float() for v in directions], [lr * r for r in radii])
+    step = torch._foreach_mul([upcast(v) for v in directions], [lr * r for r in radii])
     torch._foreach_mul_(step, s)
-    p32 = [p.float() for p in params]
+    p32 = [upcast(p) for p in params]
     if constrained:
         p_new = torch._foreach_mul(p32, 1.0 - lr * s)
         torch._foreach_add_(p_new, step)

@@ -11,7 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from configs.base import ConfigError, Section, at_least, field, in_range, non_empty, non_negative, positive
+import re
+
+from configs.base import Check, ConfigError, Section, at_least, field, in_range, non_empty, non_negative, positive
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,14 @@ class OptimizerSpec:
 # Keys every optimizer reads (never reported as unused).
 COMMON_KEYS = frozenset({"name", "lr", "backend", "groups", "gr"})
 _SGD = frozenset({"momentum", "nesterov", "weight_decay", "weight_decay_mode"})
-_SCION = frozenset({"alpha", "ns_steps", "ns_dtype", "split_orthogonalization"})
-_CLIPPED_SCION = _SCION | {"rho", "rho_scaling"}
+_SCION = frozenset({"alpha", "ns_steps", "ns_dtype", "split_orthogonalization", "spectral_lmo"})
+_CLIPPED_SCION = _SCION | {"rho", "rho_scaling", "clamp_gap"}
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "adamw": OptimizerSpec(frozenset({"weight_decay", "beta1", "beta2", "eps"}),
                            "torch AdamW (fused), decoupled weight decay"),
     "muon": OptimizerSpec(frozenset({"weight_decay", "momentum", "nesterov", "beta1", "beta2", "eps", "adamw_lr",
-                                     "ns_steps", "ns_dtype", "split_orthogonalization"}),
+                                     "ns_steps", "ns_dtype", "split_orthogonalization", "spectral_lmo"}),
                           "Muon (Nesterov 0.95, Newton-Schulz) on spectral roles, AdamW elsewhere"),
     "sgd": OptimizerSpec(_SGD, "SGD with optional (Nesterov) momentum"),
     "gclip": OptimizerSpec(_SGD | {"gamma", "norm_scope"}, "clipped GD, step lr*min(1, gamma/||g||)"),
@@ -40,12 +42,17 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
                             "delta-GClip, step lr*min(1, max(delta, gamma/||g||))"),
     "scion": OptimizerSpec(_SCION, "Scion (constrained, Frank-Wolfe)"),
     "unconstrained_scion": OptimizerSpec(_SCION, "Unconstrained Scion (uSCG)"),
-    "clipped_scion": OptimizerSpec(_CLIPPED_SCION, "Clipped Scion (S3CG, short-step conditional gradient)"),
+    "clipped_scion": OptimizerSpec(_CLIPPED_SCION | {"s3cg_variant"}, "Clipped Scion (S3CG, short-step conditional gradient)"),
     "unconstrained_clipped_scion": OptimizerSpec(_CLIPPED_SCION, "Unconstrained Clipped Scion (GGNC)"),
 }
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 OptimizerName = Literal[OPTIMIZER_NAMES]  # the type of optim.name: exactly the names above
 NormName = Literal["spectral", "sign", "colnorm", "rownorm", "bias_rms"]
+
+
+_SPLIT_RULE = re.compile(r".+=[1-9][0-9]*(,[1-9][0-9]*)*")
+split_rules = Check(lambda v: all(isinstance(x, str) and _SPLIT_RULE.fullmatch(x) for x in v),
+                    "a list of 'GLOB=N' (N equal parts) or 'GLOB=a,b,c' (sizes along dim 0) strings")
 
 
 @dataclass
@@ -62,6 +69,10 @@ class GroupRule(Section):
                                                   "optim/lmo.py)")
     transpose: bool = field(False, help="stored tensor is (d_in, d_out), e.g. an embedding table, for the LMO "
                                         "scaling")
+    splits: list[str] = field(default_factory=list, check=split_rules,
+                              help="fused parameters as several layers for the Scion LMOs / Muon: 'GLOB=N' (N equal "
+                                   "parts along dim 0) or 'GLOB=a,b,c' (sizes), e.g. 'blocks.*.attn.qkv.weight=3' "
+                                   "(optim/splits.py)")
 
 
 def _role_rule(name: str, doc: str, **defaults) -> type:
@@ -81,13 +92,17 @@ def _role_rule(name: str, doc: str, **defaults) -> type:
 
 EmbedRule = _role_rule("EmbedRule", "Rule of the token (and learned position) embeddings.",
                        patterns=["embed.weight", "pos_embed.weight"], norm="sign", radius=3000.0)
-HiddenRule = _role_rule("HiddenRule", "Rule of the 2-D matrices inside the blocks.",
+HiddenRule = _role_rule("HiddenRule", "Rule of the 2-D matrices inside the blocks (q, k, v: three layers of the "
+                        "fused qkv).",
                         patterns=["blocks.*.attn.qkv.weight", "blocks.*.attn.proj.weight", "blocks.*.mlp.fc.weight",
-                                  "blocks.*.mlp.proj.weight"], norm="spectral", radius=50.0)
+                                  "blocks.*.mlp.proj.weight"], norm="spectral", radius=50.0,
+                        splits=["blocks.*.attn.qkv.weight=3"])
 HeadRule = _role_rule("HeadRule", "Rule of the untied output head.", patterns=["head.weight"], norm="sign",
                       radius=3000.0)
-VectorRule = _role_rule("VectorRule", "Rule of the 1-D parameters: norm gains and biases.",
-                        patterns=["*norm*.weight", "*.bias"], norm="bias_rms", radius=1.0, weight_decay=False)
+VectorRule = _role_rule("VectorRule", "Rule of the 1-D parameters: norm gains and biases (q, k, v biases of a "
+                        "fused qkv apart).",
+                        patterns=["*norm*.weight", "*.bias"], norm="bias_rms", radius=1.0, weight_decay=False,
+                        splits=["blocks.*.attn.qkv.bias=3"])
 
 
 @dataclass
@@ -152,14 +167,19 @@ class OptimConfig(Section):
     delta: float = field(0.0, check=in_range(0, 1), help="dgclip floor delta of the relative step size, factor in "
                                                          "[delta, 1]; 0 = GClip")
     beta: float = field(1e-8, check=non_negative, help="normalized_sgd: factor 1/(||g|| + beta)")
-    norm_scope: Literal["global", "group"] = field(
-        "global", help="gradient norm of the clip factor: over all parameters (the papers) or per parameter group")
+    norm_scope: Literal["global", "group", "tensor"] = field(
+        "global", help="gradient norm of the clip factor: over all parameters (the papers), per parameter group, or "
+                       "per tensor (the per-tensor delta-GClip variant)")
     alpha: float = field(0.1, check=in_range(0, 1, low_open=True), help="Scion family averaging "
                                                                         "d = (1-alpha) d + alpha g (1 = no averaging)")
     rho: float = field(150.0, check=positive, help="clipped Scion threshold rho on G = sum_l r_l ||d_l||_* "
                                                    "(world-size-free units)")
     rho_scaling: Literal["world_size_free", "reference"] = field(
         "world_size_free", help="reference = the public code's G summed over DDP ranks (rho acts as rho/world_size)")
+    clamp_gap: bool = field(False, help="clipped Scion: clip factor >= 0 (a negative Frank-Wolfe gap freezes the "
+                                        "step); false = the reference code's eta < 0 step")
+    s3cg_variant: Literal[1, 2] = field(2, help="clipped_scion short step: 2 = min(1, G/rho) (the paper's runs), "
+                                                "1 = min(1, 4G/(rho ||v||^2)) (eq. 4.8a)")
     beta1: float = field(0.9, check=in_range(0, 1, high_open=True), help="AdamW beta1 (adamw, and muon's AdamW "
                                                                          "part)")
     beta2: float = field(0.95, check=in_range(0, 1, high_open=True), help="AdamW beta2 (adamw, and muon's AdamW "
@@ -169,6 +189,9 @@ class OptimConfig(Section):
                                                              "rule norm is not spectral)")
     ns_steps: int = field(5, check=at_least(1), help="Newton-Schulz iterations of the spectral LMO / Muon")
     ns_dtype: Literal["bfloat16", "float32"] = field("bfloat16", help="Newton-Schulz compute dtype")
+    spectral_lmo: Literal["newton_schulz", "svd"] = field(
+        "newton_schulz", help="orthogonalization of the spectral LMO / Muon: svd = exact UV^T (for tests; slow, syncs "
+                              "the host on CUDA)")
     split_orthogonalization: bool = field(True, help="under DDP each rank orthogonalizes its share of the "
                                                      "matrices")
     groups: GroupRules = field(default_factory=GroupRules, help="parameter-group rules by parameter name")

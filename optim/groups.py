@@ -10,6 +10,7 @@ from fnmatch import fnmatchcase
 import torch
 
 from .config import GroupRule, GroupRules, OptimConfig
+from .splits import split_sizes_for
 
 
 def resolve_roles(named_params: list[tuple[str, torch.Tensor]], rules: GroupRules
@@ -31,8 +32,9 @@ def resolve_roles(named_params: list[tuple[str, torch.Tensor]], rules: GroupRule
 def build_param_groups(named_params: list[tuple[str, torch.Tensor]], cfg: OptimConfig, *, lr: float | None = None,
                        roles: list[str] | None = None, extra: dict | None = None) -> list[dict]:
     """torch param groups, one per non-empty role, carrying `param_names` (state keyed by name), `role`, the lr
-    (lr * lr_mult), the weight decay (0 for exempt roles) and the Scion LMO fields `norm`, `radius`, `normalized`,
-    `transpose`. `roles` restricts to a subset; `extra` is merged into every group."""
+    (lr * lr_mult), the weight decay (0 for exempt roles), the Scion LMO fields `norm`, `radius`, `normalized`,
+    `transpose`, and `split_sizes` (per parameter, from the role's `splits`; optim/splits.py). `roles` restricts to
+    a subset; `extra` is merged into every group."""
     base_lr = cfg.lr if lr is None else lr
     groups = []
     for role, members in resolve_roles(named_params, cfg.groups).items():
@@ -43,6 +45,7 @@ def build_param_groups(named_params: list[tuple[str, torch.Tensor]], cfg: OptimC
             params=[p for _, p in members], param_names=[n for n, _ in members], role=role,
             lr=base_lr * rule.lr_mult, weight_decay=cfg.weight_decay if rule.weight_decay else 0.0,
             norm=rule.norm, radius=rule.radius, normalized=rule.normalized, transpose=rule.transpose,
+            split_sizes=[split_sizes_for(n, p.shape, rule.splits, f"optim.groups.{role}.splits") for n, p in members],
             **(extra or {}),
         ))
     return groups
@@ -54,7 +57,9 @@ def describe_assignment(named_params: list[tuple[str, torch.Tensor]], cfg: Optim
     for role, members in resolve_roles(named_params, cfg.groups).items():
         rule: GroupRule = getattr(cfg.groups, role)
         numel = sum(p.numel() for _, p in members)
+        split = sum(split_sizes_for(n, p.shape, rule.splits, role) is not None for n, p in members)
         lines.append(f"  {role:<7} norm={rule.norm} radius={rule.radius:g} lr_mult={rule.lr_mult:g} "
                      f"weight_decay={'on' if rule.weight_decay and cfg.weight_decay else 'off'} "
-                     f"tensors={len(members)} params={numel}: {', '.join(n for n, _ in members) or '-'}")
+                     f"tensors={len(members)} params={numel}{f' split={split}' if split else ''}: "
+                     f"{', '.join(n for n, _ in members) or '-'}")
     return "\n".join(lines)

@@ -61,12 +61,13 @@ def spectral_scale(shape: tuple[int, ...], spec: LMOSpec) -> float:
 
 
 def lmo(d: torch.Tensor, spec: LMOSpec, *, orthogonalized: torch.Tensor | None = None, ns_steps: int = 5,
-        ns_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """lmo(d) of one tensor (new tensor, d's dtype). For spectral, pass `orthogonalized` (≈UV^T of d) to reuse a batch."""
+        ns_dtype: torch.dtype = torch.bfloat16, method: str = "newton_schulz") -> torch.Tensor:
+    """lmo(d) of one tensor (new tensor, d's dtype). For spectral, pass `orthogonalized` (≈UV^T of d) to reuse a
+    batch; `method="svd"` uses the exact UV^T (optim/newton_schulz.py)."""
     M = _math_view(d, spec)
     if spec.norm == "spectral":
-        O = orthogonalized if orthogonalized is not None else orthogonalize([d], steps=ns_steps, dtype=ns_dtype,
-                                                                           split_across_ranks=False)[0]
+        O = orthogonalized if orthogonalized is not None else orthogonalize(
+            [d], steps=ns_steps, dtype=ns_dtype, split_across_ranks=False, method=method)[0]
         return O * (-spectral_scale(tuple(d.shape), spec))
     if spec.norm == "sign":
         c = M.size(1) if spec.is_normalized else 1
@@ -87,22 +88,37 @@ def lmo(d: torch.Tensor, spec: LMOSpec, *, orthogonalized: torch.Tensor | None =
 
 def lmo_many(ds: list[torch.Tensor], specs: list[LMOSpec], *, ns_steps: int = 5,
              ns_dtype: torch.dtype = torch.bfloat16, split_across_ranks: bool = True,
-             process_group=None) -> list[torch.Tensor]:
-    """lmo of every tensor; all spectral ones go through one batched (and rank-split) Newton-Schulz call."""
+             process_group=None, method: str = "newton_schulz") -> list[torch.Tensor]:
+    """lmo of every tensor; all spectral ones go through one batched (and rank-split) orthogonalization call."""
     spectral = [i for i, s in enumerate(specs) if s.norm == "spectral"]
     for i in spectral:
         _math_view(ds[i], specs[i])
     ortho = orthogonalize([ds[i] for i in spectral], steps=ns_steps, dtype=ns_dtype,
-                          split_across_ranks=split_across_ranks, process_group=process_group)
+                          split_across_ranks=split_across_ranks, process_group=process_group, method=method)
     by_index = dict(zip(spectral, ortho))
     return [lmo(d, s, orthogonalized=by_index.get(i)) for i, (d, s) in enumerate(zip(ds, specs))]
 
 
-def layer_norm(w: torch.Tensor, spec: LMOSpec) -> torch.Tensor:
-    """The primal layer norm ||w|| whose unit ball lmo minimizes over (exact; spectral via SVD)."""
+def spectral_norm_estimate(M: torch.Tensor, iters: int) -> torch.Tensor:
+    """||M||_2 from below by `iters` power iterations on M^T M (start: the all-ones vector), fp32 or fp64 math.
+
+    No SVD, no host sync; the Rayleigh-quotient error is small both with a spectral gap and with a flat spectrum.
+    """
+    A = M.to(torch.promote_types(M.dtype, torch.float32))
+    u = torch.ones(A.size(1), dtype=A.dtype, device=A.device)
+    for _ in range(iters):
+        u = A.mT @ (A @ u)
+        u = u / (u.norm() + 1e-30)
+    return (A @ u).norm()
+
+
+def layer_norm(w: torch.Tensor, spec: LMOSpec, *, power_iters: int | None = None) -> torch.Tensor:
+    """The primal layer norm ||w|| whose unit ball lmo minimizes over (exact, spectral via SVD; with `power_iters`
+    the spectral norm is the power-iteration estimate, which does not synchronize the host on CUDA)."""
     M = _math_view(w, spec)
     if spec.norm == "spectral":
-        return torch.linalg.matrix_norm(M, ord=2) / spectral_scale(tuple(w.shape), spec)
+        sigma = torch.linalg.matrix_norm(M, ord=2) if power_iters is None else spectral_norm_estimate(M, power_iters)
+        return sigma / spectral_scale(tuple(w.shape), spec)
     if spec.norm == "sign":
         return M.abs().max() * (M.size(1) if spec.is_normalized else 1)
     if spec.norm == "colnorm":

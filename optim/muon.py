@@ -2,6 +2,8 @@
 
 Muon groups (`use_muon=True`, 2-D parameters; Jordan et al. 2024, as in modded-nanogpt):
     m = mu m + g;  u = g + mu m (Nesterov) or m;  p = p (1 - lr wd) - lr * sqrt(max(1, d_out/d_in)) * NS5(u)
+A group's `split_sizes` (optim/splits.py) orthogonalizes the pieces of a fused parameter (q, k, v) separately, each
+with its own d_out/d_in, as modded-nanogpt does with its separate q, k, v.
 AdamW groups (`use_muon=False`): decoupled-weight-decay Adam (Loshchilov & Hutter 2019), as torch.optim.AdamW.
 Every quantity stays on the device: the Adam step counter is a device tensor and a non-finite gradient turns every
 update into an exact no-op through device-side factors (no host sync).
@@ -20,6 +22,7 @@ from .base import (
     zero_where_not_,
 )
 from .newton_schulz import orthogonalize
+from .splits import check_group_splits, sizes_by_param, split_pieces
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -30,7 +33,8 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, *,
                  use_muon: bool = True, ns_steps: int = 5, ns_dtype: str | torch.dtype = "bfloat16",
-                 split_across_ranks: bool = True, process_group=None, backend: str = "auto"):
+                 split_across_ranks: bool = True, process_group=None, backend: str = "auto",
+                 spectral_lmo: str = "newton_schulz"):
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, betas=tuple(betas),
@@ -40,11 +44,13 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
             if group["use_muon"] and any(p.ndim != 2 for p in group["params"]):
                 raise ValueError(f"param group {i}: Muon orthogonalizes 2-D matrices only; put other tensors in a "
                                  f"group with use_muon=False")
+            check_group_splits(group, i)
         self.ns_steps = ns_steps
         self.ns_dtype = _NS_DTYPES[ns_dtype] if isinstance(ns_dtype, str) else ns_dtype
         self.split_across_ranks = split_across_ranks
         self.process_group = process_group
         self.backend = backend
+        self.spectral_lmo = spectral_lmo
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -53,7 +59,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         if not work:
             return loss
         grad_norm, ok = global_grad_norm(work, self.backend)
-        okf = ok.to(torch.float32)
+        okf = ok.to(grad_norm.dtype)  # float64 when the gradients are
         for _, _, grads in work:
             zero_where_not_(grads, ok)
         self._muon_step([w for w in work if w[0]["use_muon"]], ok, okf)
@@ -69,14 +75,18 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         updates, targets = [], []
         for group, params, grads in work:
             mu = group["momentum"]
-            mu_eff = torch.where(ok, mu, 1.0)  # Python scalars: no host-to-device copy
+            mu_eff = 1.0 + (mu - 1.0) * okf  # mu, or 1 on a skipped step; okf's dtype (fp64 for fp64 grads)
             bufs = [self.state_buffer(p, "momentum_buffer") for p in params]
             torch._foreach_mul_(bufs, mu_eff)
             torch._foreach_add_(bufs, grads)
-            updates += torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else list(bufs)
-            targets += [(group, p) for p in params]
+            full = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else list(bufs)
+            sizes = sizes_by_param(group)
+            for p, u in zip(params, full):  # each piece of a split parameter (q, k, v) is its own matrix
+                updates += split_pieces(u, sizes.get(p))
+                targets += [(group, piece) for piece in split_pieces(p, sizes.get(p))]
         ortho = orthogonalize(updates, steps=self.ns_steps, dtype=self.ns_dtype,
-                              split_across_ranks=self.split_across_ranks, process_group=self.process_group)
+                              split_across_ranks=self.split_across_ranks, process_group=self.process_group,
+                              method=self.spectral_lmo)
         for (group, p), o in zip(targets, ortho):
             lr = float(group["lr"])
             shape_scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))

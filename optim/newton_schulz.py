@@ -36,6 +36,21 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.b
     return X.to(G.dtype)
 
 
+def svd_orthogonalize(G: torch.Tensor) -> torch.Tensor:
+    """Exact U V^T of the last two dims of G by SVD (float64 math; singular values <= eps*max drop out, so 0 -> 0).
+
+    A testing reference for the spectral LMO: slower than Newton-Schulz and, on CUDA, the SVD synchronizes the host.
+    """
+    X = G.to(torch.float64)
+    U, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    tol = S.amax(dim=-1, keepdim=True) * max(X.shape[-2:]) * torch.finfo(torch.float64).eps
+    keep = (S > tol).to(X.dtype)
+    return ((U * keep.unsqueeze(-2)) @ Vh).to(G.dtype)
+
+
+ORTHOGONALIZERS = ("newton_schulz", "svd")
+
+
 def _dist_info(process_group) -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(process_group), dist.get_world_size(process_group)
@@ -60,8 +75,10 @@ def split_by_cost(shapes: list[tuple[int, ...]], world: int) -> list[int]:
 
 
 def orthogonalize(matrices: list[torch.Tensor], *, steps: int = 5, dtype: torch.dtype = torch.bfloat16,
-                  split_across_ranks: bool = True, process_group=None) -> list[torch.Tensor]:
-    """newton_schulz5 of every matrix, batched by shape; under DDP each rank orthogonalizes the matrices it owns.
+                  split_across_ranks: bool = True, process_group=None, method: str = "newton_schulz"
+                  ) -> list[torch.Tensor]:
+    """newton_schulz5 (or, `method="svd"`, the exact svd_orthogonalize) of every matrix, batched by shape; under DDP
+    each rank orthogonalizes the matrices it owns.
 
     Every rank must call this with the same list (same shapes, same order), as DDP ranks do with the averaged
     gradients. Matrices are dealt to ranks by cost (:func:`split_by_cost`, no zero padding); each rank runs its share
@@ -70,6 +87,12 @@ def orthogonalize(matrices: list[torch.Tensor], *, steps: int = 5, dtype: torch.
     Newton-Schulz. Per step each rank receives the bytes of the matrices it does not own, once. Returns new tensors
     in the input order.
     """
+    if method not in ORTHOGONALIZERS:
+        raise ValueError(f"orthogonalize: method must be one of {ORTHOGONALIZERS}, got {method!r}")
+
+    def run(stack):
+        return svd_orthogonalize(stack) if method == "svd" else newton_schulz5(stack, steps, dtype)
+
     rank, world = _dist_info(process_group) if split_across_ranks else (0, 1)
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, m in enumerate(matrices):
@@ -77,7 +100,7 @@ def orthogonalize(matrices: list[torch.Tensor], *, steps: int = 5, dtype: torch.
     out: list[torch.Tensor | None] = [None] * len(matrices)
     if world == 1:
         for idx in buckets.values():
-            result = newton_schulz5(torch.stack([matrices[i] for i in idx]), steps, dtype)
+            result = run(torch.stack([matrices[i] for i in idx]))
             for j, i in enumerate(idx):
                 out[i] = result[j]
         return out  # type: ignore[return-value]
@@ -88,10 +111,11 @@ def orthogonalize(matrices: list[torch.Tensor], *, steps: int = 5, dtype: torch.
             mine = [i for i in idx if owners[i] == r]
             if not mine:
                 continue
+            wire = out_dtype if method == "svd" else dtype  # exact results travel in the matrices' dtype
             if r == rank:
-                buf = newton_schulz5(torch.stack([matrices[i] for i in mine]), steps, dtype).to(dtype).contiguous()
+                buf = run(torch.stack([matrices[i] for i in mine])).to(wire).contiguous()
             else:
-                buf = torch.empty((len(mine), *shape), dtype=dtype, device=device)
+                buf = torch.empty((len(mine), *shape), dtype=wire, device=device)
             work = dist.broadcast(buf, src=dist.get_global_rank(process_group, r) if process_group is not None else r,
                                   group=process_group, async_op=True)
             pending.append((work, buf, mine, out_dtype))

@@ -37,7 +37,7 @@ def _muon(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
     return Muon(groups, lr=cfg.lr, momentum=0.95 if cfg.momentum is None else cfg.momentum,
                 nesterov=True if cfg.nesterov is None else cfg.nesterov, weight_decay=cfg.weight_decay,
                 betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, ns_steps=cfg.ns_steps, ns_dtype=cfg.ns_dtype,
-                split_across_ranks=cfg.split_orthogonalization, backend=cfg.backend)
+                split_across_ranks=cfg.split_orthogonalization, backend=cfg.backend, spectral_lmo=cfg.spectral_lmo)
 
 
 def _sgd_family(rule: str) -> Callable[[NamedParams, OptimConfig], torch.optim.Optimizer]:
@@ -57,7 +57,8 @@ def _scion_family(clipped: bool, constrained: bool) -> Callable[[NamedParams, Op
         return ClippedScion(build_param_groups(named, cfg, extra={"alpha": cfg.alpha}), lr=cfg.lr,
                             rho=cfg.rho if clipped else None, alpha=cfg.alpha, constrained=constrained,
                             rho_scaling=cfg.rho_scaling, ns_steps=cfg.ns_steps, ns_dtype=cfg.ns_dtype,
-                            split_across_ranks=cfg.split_orthogonalization, backend=cfg.backend)
+                            split_across_ranks=cfg.split_orthogonalization, backend=cfg.backend,
+                            spectral_lmo=cfg.spectral_lmo, clamp_gap=cfg.clamp_gap, variant=cfg.s3cg_variant)
     return build
 
 

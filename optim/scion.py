@@ -7,7 +7,11 @@ Per step k (Pethick et al., NeurIPS 2025, Algorithms 3-4; Scion: Pethick et al.,
                     x_l <- x_l + lr * eta * r_l s_l            (eq. 4.6 with lr = gamma*rho, see below)
     constrained:    G = sum_l <d_l, x_l - r_l s_l>            (the Frank-Wolfe gap, eq. 4.7)
                     x_l <- (1 - lr eta) x_l + lr eta r_l s_l     (eq. 4.9, Variant 2 with the 4 absorbed into rho)
-    eta = min(1, G / rho) for Clipped Scion (clamped at 0), eta = 1 for Scion (rho -> 0).
+    eta = min(1, G / rho) for Clipped Scion, eta = 1 for Scion (rho -> 0). A negative gap gives eta < 0, as in the
+    reference code (`clamp_gap=True`: eta >= 0); `variant=1` is S3CG Variant 1 (eq. 4.8a, see variant1_factor).
+
+A layer l is a parameter, or a piece of one: a group's `split_sizes` (optim/splits.py) makes q, k and v of a fused
+qkv weight three layers, each with its own LMO, shape scaling and term of G.
 
 `lr` is the code's step, lr = gamma*rho of the paper (brief section 5). G is computed from the same LMO outputs as the
 update (no extra SVD), once, from the DDP-averaged gradient, so rho means the same at every world size;
@@ -22,7 +26,9 @@ import torch.distributed as dist
 import kernels
 
 from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
-from .lmo import NORMS, LMOSpec, lmo_many
+from .lmo import NORMS, LMOSpec, layer_norm, lmo_many
+from .newton_schulz import ORTHOGONALIZERS
+from .splits import check_group_splits, sizes_by_param, split_pieces
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -33,13 +39,18 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
     def __init__(self, params, lr: float, rho: float | None, alpha: float = 0.1, constrained: bool = False, *,
                  norm: str = "spectral", radius: float = 1.0, normalized: bool | None = None, transpose: bool = False,
                  rho_scaling: str = "world_size_free", ns_steps: int = 5, ns_dtype: str | torch.dtype = "bfloat16",
-                 split_across_ranks: bool = True, process_group=None, backend: str = "auto"):
+                 split_across_ranks: bool = True, process_group=None, backend: str = "auto",
+                 spectral_lmo: str = "newton_schulz", clamp_gap: bool = False, variant: int = 2):
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         if rho is not None and not rho > 0:
             raise ValueError(f"rho must be > 0 (or None for Scion), got {rho}")
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if spectral_lmo not in ORTHOGONALIZERS:
+            raise ValueError(f"spectral_lmo must be one of {ORTHOGONALIZERS}, got {spectral_lmo!r}")
+        if variant not in (1, 2):
+            raise ValueError(f"variant must be 1 or 2 (S3CG short step, eq. 4.8a/b), got {variant!r}")
         if rho_scaling not in ("world_size_free", "reference"):
             raise ValueError(f"rho_scaling must be 'world_size_free' or 'reference', got {rho_scaling!r}")
         defaults = dict(lr=lr, alpha=alpha, norm=norm, radius=radius, normalized=normalized, transpose=transpose)
@@ -51,6 +62,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                 raise ValueError(f"param group {i}: radius must be > 0, got {group['radius']}")
             if not 0 < group["alpha"] <= 1:
                 raise ValueError(f"param group {i}: alpha must be in (0, 1], got {group['alpha']}")
+            check_group_splits(group, i)
         self.rho = rho
         self.constrained = constrained
         self.rho_scaling = rho_scaling
@@ -59,6 +71,9 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
         self.split_across_ranks = split_across_ranks
         self.process_group = process_group
         self.backend = backend
+        self.spectral_lmo = spectral_lmo
+        self.clamp_gap = clamp_gap
+        self.variant = variant
 
     def _effective_rho(self) -> float:
         if self.rho_scaling == "reference" and dist.is_available() and dist.is_initialized():
@@ -68,10 +83,11 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = run_closure(closure)
-        params, grads, ds, specs, radii, lrs, alphas = [], [], [], [], [], [], []
+        params, grads, ds, specs, radii, lrs, alphas, splits = [], [], [], [], [], [], [], []
         for group in self.param_groups:
             ps, gs = params_with_grads(group)
             spec = LMOSpec(group["norm"], group["normalized"], group["transpose"])
+            sizes = sizes_by_param(group)
             for p, g in zip(ps, gs):
                 params.append(p)
                 grads.append(g)
@@ -80,6 +96,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                 radii.append(float(group["radius"]))
                 lrs.append(float(group["lr"]))
                 alphas.append(float(group["alpha"]))
+                splits.append(sizes.get(p))
         if not params:
             return loss
         grad_norm = kernels.global_norm(grads, backend=self.backend)
@@ -88,8 +105,13 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
             idx = [i for i, a in enumerate(alphas) if a == alpha]
             kernels.lerp_momentum_([ds[i] for i in idx], [grads[i] for i in idx], alpha, backend=self.backend,
                                    skip_if_nonfinite=grad_norm)
+        # every piece of a split parameter (q, k, v of a fused qkv) is a layer of its own from here on
+        layers = [(x, d, spec, r, lr) for p, d_full, spec, r, lr, sizes in zip(params, ds, specs, radii, lrs, splits)
+                  for x, d in zip(split_pieces(p, sizes), split_pieces(d_full, sizes))]
+        params, ds, specs, radii, lrs = (list(column) for column in zip(*layers))
         directions = lmo_many(ds, specs, ns_steps=self.ns_steps, ns_dtype=self.ns_dtype,
-                              split_across_ranks=self.split_across_ranks, process_group=self.process_group)
+                              split_across_ranks=self.split_across_ranks, process_group=self.process_group,
+                              method=self.spectral_lmo)
         nan = torch.full_like(grad_norm, float("nan"))
         stats = {"grad_norm": grad_norm}
         if self.rho is None:
@@ -97,8 +119,12 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
         else:
             gap = kernels.scion_inner_product(ds, directions, radii, params if self.constrained else None,
                                               backend=self.backend)
-            gap = gap.clamp(min=0)  # Newton-Schulz / bf16 can make it slightly negative; never step uphill
-            scale = torch.clamp(gap / self._effective_rho(), max=1.0)
+            ratio = gap / self._effective_rho()
+            if self.constrained and self.variant == 1:
+                ratio = variant1_factor(ratio, params, directions, specs, radii, self.spectral_lmo)
+            # A negative gap (x outside the ball) gives eta < 0 as in the reference code: the step x - lr eta v
+            # still lowers the linear model <d, x>. clamp_gap=True freezes such steps instead.
+            scale = torch.clamp(ratio, min=0.0 if self.clamp_gap else None, max=1.0)
             stats["dual_norm"] = gap
         scale = torch.where(ok, scale, nan)
         stats["clip_factor"] = scale
@@ -108,6 +134,20 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                                   lr=lr, scale=scale, constrained=self.constrained, backend=self.backend)
         self._record(ok, **stats)
         return loss
+
+
+def variant1_factor(ratio: torch.Tensor, params, directions, specs, radii, spectral_lmo: str) -> torch.Tensor:
+    """S3CG Variant 1 (eq. 4.8a) in code units: G/rho * 4/||v||^2, ||v|| = max_l ||x_l - r_l lmo_l||_l / r_l.
+
+    The code's rho is Variant 2's 4*rho_paper (brief section 5), so Variant 1's min(rho_paper, G/||v||^2) is
+    lr min(1, 4 G / (rho ||v||^2)); ||v|| <= 2 inside the ball, so Variant 1 steps at least as far as Variant 2.
+    Spectral norms by power iteration (exact SVD when spectral_lmo="svd"). ||v|| = 0 means v = 0: factor 0.
+    """
+    iters = None if spectral_lmo == "svd" else 20
+    norms = [layer_norm(x - r * s, spec, power_iters=iters) / r
+             for x, s, spec, r in zip(params, directions, specs, radii)]
+    v_norm = torch.stack([n.to(ratio.dtype) for n in norms]).amax()
+    return torch.where(v_norm > 0, ratio * 4.0 / v_norm.square().clamp(min=1e-30), torch.zeros_like(ratio))
 
 
 class Scion(ClippedScion):
