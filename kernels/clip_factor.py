@@ -5,7 +5,8 @@
 * ``"dgclip"``:     c = min(1, max(δ, γ/n))         (δ-GClip, same paper, Def. 2; the step lies in [lr·δ, lr])
 * ``"normalized"``: c = 1/(n + β)                   (normalized GD; n + β = 0 gives 1: the gradient is 0)
 
-n = 0 gives 1 for gclip/dgclip (the update is zero anyway). A non-finite n gives NaN for every rule, so a
+n = 0 gives 0 for gclip/dgclip/normalized: no step, as the δ-GClip reference (step size 0 when ‖g‖ = 0), so
+coupled weight decay does not move the weights either; rule none stays 1 (torch SGD decays them). A non-finite n gives NaN for every rule, so a
 caller that multiplies by c cannot silently apply a poisoned step; the update kernels write nothing then.
 Everything stays on the device: no host synchronisation.
 """
@@ -42,10 +43,11 @@ def clip_factor(norm: torch.Tensor, rule: str, *, gamma: float | None = None, de
     if rule == "none":
         c = torch.ones_like(n)
     elif rule == "gclip":
-        c = torch.clamp(gamma / n, max=1.0)  # n = 0: γ/0 = inf -> 1
+        c = torch.clamp(gamma / n, max=1.0)  # n = 0: γ/0 = inf -> 1, zeroed below
     elif rule == "dgclip":
         c = torch.clamp(gamma / n, min=delta, max=1.0)  # min(1, max(δ, γ/n))
     else:
-        denom = n + beta
-        c = torch.where(denom > 0, 1.0 / denom, torch.ones_like(n))
+        c = 1.0 / torch.where(n > 0, n + beta, torch.ones_like(n))
+    if rule != "none":
+        c = torch.where(n > 0, c, torch.zeros_like(n))
     return torch.where(torch.isfinite(n), c, torch.full_like(n, float("nan")))

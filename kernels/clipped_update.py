@@ -1,13 +1,14 @@
 """Fused clipped SGD step: clip factor from the global norm, optional momentum, weight decay.
 
 Per element, with c = clip_factor(norm) (kernels.clip_factor):
-    g' = c·g
+    coupled:       g' = c·(g + wd·p)                (L2 folded into the gradient after the norm is taken,
+                                                     as in the δ-GClip reference code, Tucat et al. 2025)
+    decoupled:     g' = c·g
     momentum > 0:  m = μ·m + g';   u = g' + μ·m (Nesterov) or m (heavy ball)
     otherwise:     u = g'
-    decoupled:     p = p·(1 − lr·wd) − lr·u
-    coupled:       p = p − lr·(u + c·wd·p)          (L2 folded into the gradient after the norm is taken,
-                                                     as in the δ-GClip reference code, Tucat et al. 2025)
-For rule gclip and wd = 0 this is torch ``clip_grad_norm_`` followed by ``SGD`` (dampening 0).
+    p = p − lr·u  (decoupled: p = p·(1 − lr·wd) − lr·u)
+Rule none with coupled wd is ``torch.optim.SGD(momentum, weight_decay, nesterov)`` (dampening 0) exactly; rule
+gclip is torch ``clip_grad_norm_`` followed by that ``SGD``.
 If ``norm`` is non-finite nothing is written. Parameters may be fp32 or bf16; the math is fp32.
 """
 from __future__ import annotations
@@ -40,7 +41,10 @@ def clipped_sgd_update_torch(params, grads, momenta, norm, *, lr, rule, gamma, d
     ok = torch.isfinite(c)
     c = torch.where(ok, c, torch.zeros_like(c))
     p32 = [upcast(p) for p in params]
-    g_scaled = torch._foreach_mul([upcast(g) for g in grads], c)
+    g32 = [upcast(g) for g in grads]
+    if weight_decay_mode == "coupled" and weight_decay != 0.0:
+        g32 = torch._foreach_add(g32, p32, alpha=weight_decay)
+    g_scaled = torch._foreach_mul(g32, c)
     if momentum > 0:
         m_new = torch._foreach_mul([upcast(m) for m in momenta], momentum)
         torch._foreach_add_(m_new, g_scaled)
@@ -51,9 +55,7 @@ def clipped_sgd_update_torch(params, grads, momenta, norm, *, lr, rule, gamma, d
         p_new = torch._foreach_mul(p32, 1.0 - lr * weight_decay)
         torch._foreach_add_(p_new, u, alpha=-lr)
     else:
-        step = torch._foreach_mul(p32, c * weight_decay)
-        torch._foreach_add_(step, u)
-        p_new = torch._foreach_add(p32, step, alpha=-lr)
+        p_new = torch._foreach_add(p32, u, alpha=-lr)
     _select_(params, p_new, ok)
     if momentum > 0:
         _select_(momenta, m_new, ok)
@@ -64,20 +66,24 @@ def clip_factor_in_kernel(n, gamma, delta, beta, RULE: tl.constexpr):
     """kernels.clip_factor for a finite norm n >= 0 (the caller has already excluded NaN/inf)."""
     if RULE == 0:  # none
         c = tl.full((), 1.0, tl.float32)
-    elif RULE == 1:  # gclip: min(1, γ/n); n = 0 gives 1
+    elif RULE == 1:  # gclip: min(1, γ/n)
         c = tl.where(n > gamma, gamma / tl.maximum(n, gamma), 1.0)  # the maximum only avoids evaluating γ/0
     elif RULE == 2:  # dgclip: min(1, max(δ, γ/n)); n finite here, so maximum cannot meet a NaN
         c = tl.where(n > gamma, tl.maximum(gamma / tl.maximum(n, gamma), delta), 1.0)
-    else:  # normalized: 1/(n + β); n + β = 0 gives 1
-        denom = n + beta
-        c = tl.where(denom > 0.0, 1.0 / tl.where(denom > 0.0, denom, 1.0), 1.0)
+    else:  # normalized: 1/(n + β)
+        c = 1.0 / tl.where(n > 0.0, n + beta, 1.0)
+    if RULE != 0:  # n = 0: no step (the δ-GClip reference's step size 0)
+        c = tl.where(n > 0.0, c, 0.0)
     return c
 
 
 @triton.jit
 def _sgd_block(p_ptr, g_ptr, m_ptr, offsets, mask, c, lr, decay, c_wd, momentum, HAS_MOMENTUM: tl.constexpr,
                NESTEROV: tl.constexpr, COUPLED: tl.constexpr, MASKED: tl.constexpr):
+    p = load_f32(p_ptr, offsets, mask, MASKED)
     g = load_f32(g_ptr, offsets, mask, MASKED) * c
+    if COUPLED:
+        g += c_wd * p
     if HAS_MOMENTUM:
         m = momentum * load_f32(m_ptr, offsets, mask, MASKED) + g
         store_as(m_ptr, offsets, m, mask, MASKED)
@@ -87,9 +93,8 @@ def _sgd_block(p_ptr, g_ptr, m_ptr, offsets, mask, c, lr, decay, c_wd, momentum,
             u = m
     else:
         u = g
-    p = load_f32(p_ptr, offsets, mask, MASKED)
     if COUPLED:
-        p = p - lr * (u + c_wd * p)
+        p = p - lr * u
     else:
         p = p * decay - lr * u
     store_as(p_ptr, offsets, p, mask, MASKED)

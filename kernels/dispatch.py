@@ -45,12 +45,12 @@ def triton_available() -> bool:
     return HAVE_TRITON
 
 
-_warned: set[str] = set()
+_warned: set[tuple[str, str]] = set()
 
 
 def _warn_fallback(op: str, reason: str) -> None:
-    if op not in _warned:
-        _warned.add(op)
+    if (op, reason) not in _warned:
+        _warned.add((op, reason))
         warnings.warn(f"kernels.{op}: {reason}; using the torch reference instead of Triton", stacklevel=4)
 
 

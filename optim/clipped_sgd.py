@@ -4,14 +4,18 @@
                                     gclip: min(1, gamma/||g||)       (Zhang et al. 2020, eq. 5)
                                     dgclip: min(1, max(delta, gamma/||g||))   (Tucat et al. 2025, Def. 2)
                                     normalized: 1/(||g|| + beta)     (Zhang et al. 2020, eq. 6)
-    g' = c g;  m = mu m + g';  u = g' + mu m (Nesterov) or m;  p -= lr (u + c wd p)   [coupled, the default]
-                                                               p = p (1 - lr wd) - lr u  [decoupled]
+    g' = c (g + wd p) [coupled, the default] or c g [decoupled];  m = mu m + g';  u = g' + mu m (Nesterov) or m
+    p -= lr u  [coupled];  p = p (1 - lr wd) - lr u  [decoupled]
 
 ||g|| is the L2 norm over **all** parameters of the optimizer (`norm_scope="global"`, the papers' definition; under
-DDP the gradients are already averaged) or per parameter group (`"group"`). Momentum is off by default as in the
-papers; with momentum the gradient is clipped *before* it enters the buffer (clip-then-average). Weight decay is
-coupled by default (added after the norm and scaled by c, as in the delta-GClip reference code); `"decoupled"` is the
-AdamW-style alternative. The math runs in `kernels.clipped_sgd_update_` (torch reference on CPU, Triton on CUDA).
+DDP the gradients are already averaged), per parameter group (`"group"`, as the delta-GClip code's per-group loop),
+or per tensor (`"tensor"`, the per-tensor delta-GClip variant `deltaGClip_c` of Anirbit-AI/Delta-GClip). Momentum is
+off by default as in the papers; with momentum the gradient is clipped *before* it enters the buffer
+(clip-then-average). Weight decay is coupled by default: added to the gradient after the norm is taken and scaled by
+c, as in the delta-GClip reference code, and inside the momentum buffer, so rule "none" is exactly
+torch.optim.SGD(momentum, weight_decay, nesterov). `"decoupled"` is the AdamW-style alternative. ||g|| = 0 gives
+c = 0 for the clipped rules (no step, as the delta-GClip reference; rule "none" keeps torch SGD's decay).
+The math runs in `kernels.clipped_sgd_update_` (torch reference on CPU, Triton on CUDA).
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ from .base import (
     groups_with_grads,
     run_closure,
 )
+
+
+NORM_SCOPES = ("global", "group", "tensor")
 
 
 class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
@@ -47,8 +54,8 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
         if weight_decay_mode not in kernels.WEIGHT_DECAY_MODES:
             raise ValueError(f"weight_decay_mode must be one of {kernels.WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}")
-        if norm_scope not in ("global", "group"):
-            raise ValueError(f"norm_scope must be 'global' or 'group', got {norm_scope!r}")
+        if norm_scope not in NORM_SCOPES:
+            raise ValueError(f"norm_scope must be one of {NORM_SCOPES}, got {norm_scope!r}")
         defaults = dict(lr=lr, rule=rule, gamma=gamma, delta=delta, beta=beta, momentum=momentum, nesterov=nesterov,
                         weight_decay=weight_decay, weight_decay_mode=weight_decay_mode)
         super().__init__(params, defaults)
@@ -66,21 +73,28 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
             return loss
         global_norm, ok = global_grad_norm(work, self.backend)
         nan = torch.full_like(global_norm, float("nan"))
+        factors = []  # per group / per tensor clip factors (their mean is reported)
         for group, params, grads in work:
-            if self.norm_scope == "global":
-                norm = global_norm
-            else:  # a non-finite gradient anywhere skips every group
-                norm = torch.where(ok, kernels.global_norm(grads, backend=self.backend), nan)
             momenta = None
             if group["momentum"] > 0:
                 momenta = [self.state_buffer(p, "momentum_buffer") for p in params]
-            kernels.clipped_sgd_update_(
-                params, grads, momenta, norm, lr=float(group["lr"]), momentum=group["momentum"],
-                nesterov=group["nesterov"], weight_decay=float(group["weight_decay"]),
-                weight_decay_mode=group["weight_decay_mode"], backend=self.backend, **self._clip_kwargs(group))
-        first = work[0][0]
-        factor = kernels.clip_factor(global_norm, **self._clip_kwargs(first)) if self.norm_scope == "global" \
-            else torch.where(ok, torch.ones_like(global_norm), nan)
+            if self.norm_scope == "global":
+                units = [(params, grads, momenta, global_norm)]
+            elif self.norm_scope == "group":
+                units = [(params, grads, momenta, kernels.global_norm(grads, backend=self.backend))]
+            else:
+                units = [([p], [g], None if momenta is None else [m], kernels.global_norm([g], backend=self.backend))
+                         for p, g, m in zip(params, grads, momenta or [None] * len(params))]
+            for ps, gs, ms, norm in units:
+                if self.norm_scope != "global":  # a non-finite gradient anywhere skips every group
+                    norm = torch.where(ok, norm, nan)
+                    factors.append(kernels.clip_factor(norm, **self._clip_kwargs(group)))
+                kernels.clipped_sgd_update_(
+                    ps, gs, ms, norm, lr=float(group["lr"]), momentum=group["momentum"],
+                    nesterov=group["nesterov"], weight_decay=float(group["weight_decay"]),
+                    weight_decay_mode=group["weight_decay_mode"], backend=self.backend, **self._clip_kwargs(group))
+        factor = kernels.clip_factor(global_norm, **self._clip_kwargs(work[0][0])) if self.norm_scope == "global" \
+            else torch.stack(factors).mean()
         self._record(ok, grad_norm=global_norm, clip_factor=factor)
         return loss
 

@@ -94,6 +94,14 @@ def test_non_contiguous_falls_back_to_torch():
     torch.testing.assert_close(got, kernels.global_norm([t], backend="torch"))
 
 
+def test_float64_falls_back_to_the_float64_reference():
+    t = make([(12, 10)], dtype=torch.float64)[0]
+    with pytest.warns(UserWarning, match="float64"):
+        got = kernels.global_norm([t], backend="triton")
+    assert got.dtype == torch.float64
+    assert got.item() == torch.linalg.vector_norm(t).item()
+
+
 # ------------------------------------------------------------------------------------ clipped update
 UPDATE_CASES = [
     dict(rule="none"),

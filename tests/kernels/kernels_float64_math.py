@@ -15,18 +15,23 @@ def clip64(n: float, rule: str, gamma=None, delta=0.0, beta=0.0) -> float:
         return math.nan
     if rule == "none":
         return 1.0
+    if n == 0:  # no step, as the delta-GClip reference
+        return 0.0
     if rule == "gclip":
-        return 1.0 if n == 0 else min(1.0, gamma / n)
+        return min(1.0, gamma / n)
     if rule == "dgclip":
-        return 1.0 if n == 0 else min(1.0, max(delta, gamma / n))
-    return 1.0 if n + beta == 0 else 1.0 / (n + beta)
+        return min(1.0, max(delta, gamma / n))
+    return 1.0 / (n + beta)
 
 
 def clipped_sgd64(p, g, m, n, *, lr, rule, gamma=None, delta=0.0, beta=0.0, momentum=0.0, nesterov=False,
                   weight_decay=0.0, weight_decay_mode="decoupled"):
     """Returns (new p, new m) as float64 tensors."""
     c = clip64(n, rule, gamma, delta, beta)
-    p, g = p.double(), g.double() * c
+    p, g = p.double(), g.double()
+    if weight_decay_mode == "coupled":
+        g = g + weight_decay * p
+    g = c * g
     if momentum > 0:
         m = momentum * m.double() + g
         u = g + momentum * m if nesterov else m
@@ -35,7 +40,7 @@ def clipped_sgd64(p, g, m, n, *, lr, rule, gamma=None, delta=0.0, beta=0.0, mome
     if weight_decay_mode == "decoupled":
         p = p * (1 - lr * weight_decay) - lr * u
     else:
-        p = p - lr * (u + c * weight_decay * p)
+        p = p - lr * u
     return p, m
 
 

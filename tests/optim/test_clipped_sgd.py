@@ -18,7 +18,7 @@ def _params(seed=0, shapes=((5, 3), (7,), (2, 2))):
 def _set_grads(params, scale=1.0, seed=1):
     g = torch.Generator().manual_seed(seed)
     for p in params:
-        p.grad = scale * torch.randn(p.shape, generator=g)
+        p.grad = scale * torch.randn(p.shape, generator=g, dtype=p.dtype)
 
 
 def _flat(ts):
@@ -105,10 +105,10 @@ def test_norm_is_global_across_groups_and_optionally_per_group():
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("mode", ["coupled", "decoupled"])
 def test_momentum_and_weight_decay_reference(nesterov, mode):
-    """Clip-then-average: g' = c g; m = mu m + g'; u = g' + mu m or m; coupled p -= lr (u + c wd p),
-    decoupled p = p (1 - lr wd) - lr u."""
+    """Clip-then-average: g' = c (g + wd p) (coupled) or c g; m = mu m + g'; u = g' + mu m or m; coupled p -= lr u,
+    decoupled p = p (1 - lr wd) - lr u. Float64."""
     lr, gamma, delta, mu, wd = 0.1, 1.0, 0.05, 0.8, 0.3
-    params = _params()
+    params = [torch.nn.Parameter(p.detach().double()) for p in _params()]
     opt = DeltaGClip(params, lr=lr, gamma=gamma, delta=delta, momentum=mu, weight_decay=wd,
                      nesterov=nesterov, weight_decay_mode=mode)
     x, m = _flat(params), torch.zeros_like(_flat(params))
@@ -116,11 +116,26 @@ def test_momentum_and_weight_decay_reference(nesterov, mode):
         _set_grads(params, 3.0 ** step, seed=step)
         g = _flat(p.grad for p in params)
         c = min(1.0, max(delta, gamma / g.norm().item()))
-        m = mu * m + c * g
-        u = c * g + mu * m if nesterov else m
-        x = x - lr * (u + c * wd * x) if mode == "coupled" else x * (1 - lr * wd) - lr * u
+        g_prime = c * (g + wd * x) if mode == "coupled" else c * g
+        m = mu * m + g_prime
+        u = g_prime + mu * m if nesterov else m
+        x = x - lr * u if mode == "coupled" else x * (1 - lr * wd) - lr * u
         opt.step()
-        assert torch.allclose(_flat(params), x, atol=1e-6)
+        torch.testing.assert_close(_flat(params), x, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_with_momentum_and_weight_decay_is_torch_sgd(momentum, nesterov):
+    ours = [torch.nn.Parameter(p.detach().double()) for p in _params()]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt_ours = SGD(ours, lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=0.05)
+    opt_theirs = torch.optim.SGD(theirs, lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=0.05)
+    for step in range(4):
+        _set_grads(ours, seed=step)
+        _set_grads(theirs, seed=step)
+        opt_ours.step()
+        opt_theirs.step()
+    torch.testing.assert_close(_flat(ours), _flat(theirs), rtol=1e-14, atol=1e-15)
 
 
 def test_normalized_sgd_reference_and_bounds():
@@ -144,13 +159,57 @@ def test_plain_sgd_equals_torch_sgd():
     assert torch.allclose(_flat(ours), _flat(theirs), atol=1e-6)
 
 
-def test_zero_gradient_is_a_zero_update_without_nan():
+@pytest.mark.parametrize("cls,kw", [(DeltaGClip, dict(gamma=1.0, delta=0.1)), (GClip, dict(gamma=1.0)),
+                                     (NormalizedSGD, dict(beta=1e-8))])
+def test_zero_gradient_takes_no_step_even_with_coupled_weight_decay(cls, kw):
+    """||g|| = 0: the delta-GClip reference sets the step size to 0, so coupled L2 does not move the weights."""
     params = _params()
     for p in params:
         p.grad = torch.zeros_like(p)
     x0 = _flat(params)
-    DeltaGClip(params, lr=1.0, gamma=1.0, delta=0.1).step()
+    opt = cls(params, lr=1.0, weight_decay=0.1, **kw)
+    opt.step()
     assert torch.equal(_flat(params), x0)
+    assert opt.stats()["clip_factor"].item() == 0.0
+    plain = _params()
+    for p in plain:
+        p.grad = torch.zeros_like(p)
+    SGD(plain, lr=1.0, weight_decay=0.1).step()  # plain SGD keeps torch's semantics: the decay still applies
+    torch.testing.assert_close(_flat(plain), 0.9 * x0)
+
+
+def test_group_scope_reports_the_mean_of_the_group_factors():
+    params = [torch.nn.Parameter(p.detach().double()) for p in _params()]
+    _set_grads(params, 5.0)
+    groups = [{"params": params[:1]}, {"params": params[1:]}]
+    gamma, delta = 1.0, 0.01
+    norms = [params[0].grad.norm().item(), _flat(p.grad for p in params[1:]).norm().item()]
+    factors = [min(1.0, max(delta, gamma / n)) for n in norms]
+    x0 = _flat(params)
+    opt = DeltaGClip(groups, lr=0.1, gamma=gamma, delta=delta, norm_scope="group")
+    opt.step()
+    assert opt.stats()["clip_factor"].item() == pytest.approx(sum(factors) / 2, rel=1e-12)
+    expected = torch.cat([x0[:15] - 0.1 * factors[0] * params[0].grad.reshape(-1),
+                          x0[15:] - 0.1 * factors[1] * _flat(p.grad for p in params[1:])])
+    torch.testing.assert_close(_flat(params), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_tensor_scope_is_the_per_tensor_delta_gclip_variant():
+    """deltaGClip_c: each tensor w -= lr min(1, max(delta, gamma/||g_w||)) g_w (a zero-norm tensor stays put)."""
+    params = [torch.nn.Parameter(p.detach().double()) for p in _params()]
+    _set_grads(params, 4.0)
+    params[1].grad.zero_()
+    x0 = [p.detach().clone() for p in params]
+    gamma, delta, lr = 1.0, 0.05, 0.2
+    opt = DeltaGClip(params, lr=lr, gamma=gamma, delta=delta, norm_scope="tensor")
+    opt.step()
+    factors = []
+    for p, x in zip(params, x0):
+        n = p.grad.norm().item()
+        c = 0.0 if n == 0 else min(1.0, max(delta, gamma / n))
+        factors.append(c)
+        torch.testing.assert_close(p.detach(), x - lr * c * p.grad, rtol=1e-12, atol=1e-14)
+    assert opt.stats()["clip_factor"].item() == pytest.approx(sum(factors) / len(factors), rel=1e-12)
 
 
 def test_bad_arguments_are_named():
