@@ -28,7 +28,7 @@ from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_pat
 from model import GPT
 from trainer import checkpoint
 from trainer.distributed import (DistInfo, all_gather_objects, barrier, broadcast_object, init_distributed,
-                                 shutdown)
+                                 peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
 from trainer.loop import evaluate, host_values, make_backward
 from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
@@ -178,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         clean = True
     except (ConfigError, ValueError, NonFiniteError, RunDirError, checkpoint.CheckpointWriteError) as err:
         print(f"rank {dist.rank}: error: {err}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        if not peer_failure(err):
+            raise
+        print(f"rank {dist.rank}: error: lost contact with another rank (it died, stalled or lost its network; "
+              f"collectives wait train.dist_timeout_s={cfg.train.dist_timeout_s:g} s): "
+              f"{str(err).splitlines()[0][:300]}. Re-run to resume from the newest checkpoint in "
+              f"{checkpoint.checkpoint_dir(cfg.train.out_dir)}", file=sys.stderr)
         return 1
     finally:
         shutdown(clean)

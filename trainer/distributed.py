@@ -95,6 +95,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+_PEER_FAULTS = ("timed out", "connection closed by peer", "connection reset by peer", "broken pipe")
+
+
+def peer_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because another rank died, stalled or lost its network."""
+    dist_error = getattr(dist, "DistError", ())
+    return (isinstance(err, dist_error) if dist_error else False) or (
+        isinstance(err, RuntimeError) and any(s in str(err).lower() for s in _PEER_FAULTS))
+
+
 def shutdown(clean: bool = True) -> None:
     """Leave the process group. After a clean run all ranks first meet at a barrier, so no rank tears down
     its communicator while a peer still uses it (a cause of SIGABRT at exit); after an error, no barrier."""

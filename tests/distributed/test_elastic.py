@@ -1,0 +1,71 @@
+"""Failures under torchrun: a killed worker comes back (--max-restarts) and finishes exactly like an
+uninterrupted run; a stalled peer ends the run after train.dist_timeout_s instead of hanging it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.helpers import REPO_ROOT, env, losses, metrics, run_train, train_cmd
+
+pytestmark = pytest.mark.slow
+
+COMMON = ("--train.steps=8", "--train.checkpoint_every=2", "--train.batch_size=16", "--train.micro_batch_size=8",
+          "--train.dist_timeout_s=120")
+
+
+def _worker_pid(torchrun_pid: int, local_rank: int) -> int:
+    for child in open(f"/proc/{torchrun_pid}/task/{torchrun_pid}/children").read().split():
+        with open(f"/proc/{child}/environ", "rb") as f:
+            if f"LOCAL_RANK={local_rank}".encode() in f.read().split(b"\0"):
+                return int(child)
+    raise AssertionError(f"no worker with LOCAL_RANK={local_rank} under torchrun {torchrun_pid}")
+
+
+def test_killed_worker_restarts_and_matches_an_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    run_train(f"--train.out_dir={straight}", *COMMON, nproc=2)
+
+    out = tmp_path / "elastic"
+    cmd = train_cmd(f"--train.out_dir={out}", *COMMON, nproc=2, extra_torchrun=("--standalone", "--max-restarts=1"))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = out / "checkpoints" / "step_0000002.pt"
+        deadline = time.time() + 300
+        while not first.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(_worker_pid(proc.pid, 1), signal.SIGKILL)
+        killed_at = len(metrics(out))
+        output, _ = proc.communicate(timeout=400)
+    finally:
+        proc.kill()
+    assert killed_at < 8, "the run finished before the worker was killed"
+    assert proc.returncode == 0, output[-4000:]
+    assert "resumed from" in output and "step_0000002.pt" in output
+    assert [r["step"] for r in metrics(out)] == list(range(1, 9))
+    assert losses(out) == losses(straight)
+
+
+def test_stalled_peer_times_out_instead_of_hanging(tmp_path):
+    out = tmp_path / "run"
+    cmd = train_cmd(f"--train.out_dir={out}", "--train.steps=200", "--train.batch_size=16",
+                    "--train.micro_batch_size=8", "--train.dist_timeout_s=5", nproc=2, extra_torchrun=("--standalone",))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while (not (out / "metrics.jsonl").exists() or len(metrics(out)) < 2) and time.time() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.05)
+        os.kill(_worker_pid(proc.pid, 1), signal.SIGSTOP)  # alive but silent: a hung GPU or a frozen node
+        stopped = time.time()
+        output, _ = proc.communicate(timeout=200)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert time.time() - stopped < 120, "the run hung far beyond train.dist_timeout_s"
+    assert "rank 0: error: lost contact with another rank" in output and "dist_timeout_s=5 s" in output, output[-3000:]
+    assert "Traceback" not in output.split("rank 0: error")[0], output[-3000:]
