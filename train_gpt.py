@@ -27,8 +27,8 @@ from configs.schema import Config, load_config
 from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_paths
 from model import GPT
 from trainer import checkpoint
-from trainer.distributed import (DistInfo, all_gather_objects, barrier, broadcast_object, init_distributed,
-                                 peer_failure, shutdown)
+from trainer.distributed import (ConsistencyError, DistInfo, all_gather_objects, barrier, broadcast_object,
+                                 check_consistency, init_distributed, peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
 from trainer.loop import evaluate, host_values, make_backward
 from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
@@ -121,6 +121,8 @@ def train(cfg: Config, dist: DistInfo) -> None:
             raise NonFiniteError(f"{consecutive_bad} consecutive steps had a non-finite loss or gradient "
                                  f"(train.max_nonfinite_steps); stopping at step {step}. The last good "
                                  f"checkpoint in {checkpoint.checkpoint_dir(out_dir)} is kept.")
+        if tcfg.consistency_check_every and step % tcfg.consistency_check_every == 0:
+            check_consistency(parameters, step)
         due = (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0) or step == last_step
         if due and consecutive_bad == 0:  # never checkpoint in the middle of a non-finite streak
             save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, train_loader)
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         with hold_run_dir(cfg.train.out_dir, dist.is_main):
             train(cfg, dist)
         clean = True
-    except (ConfigError, ValueError, NonFiniteError, RunDirError, checkpoint.CheckpointWriteError) as err:
+    except (ConfigError, ValueError, NonFiniteError, RunDirError, checkpoint.CheckpointWriteError,
+            ConsistencyError) as err:
         print(f"rank {dist.rank}: error: {err}", file=sys.stderr)
         return 1
     except RuntimeError as err:

@@ -74,6 +74,57 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def agree_on_gradients(loss_sum: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """All-reduce the loss together with a count of ranks whose gradient is non-finite; return the loss sum.
+
+    Called after DDP's gradient all-reduce, so every rank should hold the same gradient. If one rank's is
+    non-finite anyway (a fault after the all-reduce), one element of every rank's gradient is set to NaN, so
+    every optimizer sees a non-finite norm and all ranks skip the step together instead of diverging.
+    The flag rides on the loss reduction the trainer does anyway: no extra collective, no host sync.
+    """
+    if not dist.is_initialized():
+        return loss_sum
+    norm = torch._foreach_norm(grads) if grads else []
+    bad = (~torch.isfinite(torch.stack([n.float() for n in norm]).sum())).float() if norm else torch.zeros((), device=loss_sum.device)
+    facts = torch.stack([loss_sum.float(), bad.to(loss_sum.device)])
+    dist.all_reduce(facts, op=dist.ReduceOp.SUM)
+    first = next((g.view(-1)[:1] for g in grads if g.is_contiguous() and g.numel()), None)
+    if first is not None:
+        torch.where(facts[1] > 0, torch.full_like(first, float("nan")), first, out=first)
+    return facts[0]
+
+
+_WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def parameter_checksum(params: list[torch.Tensor]) -> torch.Tensor:
+    """An exact fingerprint of the parameters' bits: the int64 sum of their words (any flipped bit changes it)."""
+    total = torch.zeros((), dtype=torch.int64, device=params[0].device if params else "cpu")
+    for p in params:
+        data = p.detach().contiguous().view(-1)
+        total += data.view(_WORDS[data.element_size()]).sum(dtype=torch.int64)
+    return total
+
+
+class ConsistencyError(RuntimeError):
+    """Ranks hold different parameters although DDP keeps them identical (a hardware or software fault)."""
+
+
+def check_consistency(params: list[torch.Tensor], step: int) -> None:
+    """Compare every rank's parameter checksum with rank 0's (one small all-gather); raise naming the ranks."""
+    if not dist.is_initialized():
+        return
+    mine = parameter_checksum(params).reshape(1)
+    everyone = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(everyone, mine)
+    values = [int(v) for v in torch.cat(everyone).tolist()]
+    differ = [r for r, v in enumerate(values) if v != values[0]]
+    if differ:
+        raise ConsistencyError(f"step {step}: the parameters of rank(s) {', '.join(map(str, differ))} differ from "
+                               f"rank 0's (checksums {values}); the ranks have diverged. Stopping: resume from "
+                               f"the last checkpoint and check the machines of those ranks")
+
+
 def all_gather_objects(obj) -> list:
     if not dist.is_initialized():
         return [obj]

@@ -28,7 +28,7 @@ def _worker_pid(torchrun_pid: int, local_rank: int) -> int:
 
 def test_killed_worker_restarts_and_matches_an_uninterrupted_run(tmp_path):
     straight = tmp_path / "straight"
-    run_train(f"--train.out_dir={straight}", *COMMON, nproc=2)
+    run_train(f"--train.out_dir={straight}", *COMMON, "--train.consistency_check_every=1", nproc=2)  # ranks agree
 
     out = tmp_path / "elastic"
     cmd = train_cmd(f"--train.out_dir={out}", *COMMON, nproc=2, extra_torchrun=("--standalone", "--max-restarts=1"))
