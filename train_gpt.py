@@ -25,9 +25,10 @@ import optim
 from configs.base import ConfigError, to_dict
 from configs.schema import Config, load_config
 from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_paths
+from data.scan import check_directory
 from model import GPT
 from trainer import checkpoint
-from trainer.distributed import (ConsistencyError, DistInfo, all_gather_objects, barrier, broadcast_object,
+from trainer.distributed import (ConsistencyError, DistInfo, all_gather_objects, broadcast_object,
                                  check_consistency, init_distributed, peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
 from trainer.loop import evaluate, host_values, make_backward
@@ -41,17 +42,23 @@ class NonFiniteError(RuntimeError):
 
 
 def build_data(cfg: Config, dist: DistInfo) -> tuple[TrainLoader, ValidationSet]:
-    if dist.is_main:  # rank 0 prepares the embedded corpus once; the others then find it ready
-        resolve_shard_dir(cfg.data.dir)
-    barrier()
+    problem = None
+    if dist.is_main:  # rank 0 prepares the embedded corpus once and checks every shard; the others wait
+        try:
+            for note in check_directory(resolve_shard_dir(cfg.data.dir), cfg.model.vocab_size, cfg.data.check_tokens):
+                print(f"note: {note}")
+        except ValueError as err:
+            problem = str(err)
+    problem = broadcast_object(problem)
+    if problem is not None:
+        raise ValueError(problem)
     shard_dir = resolve_shard_dir(cfg.data.dir)
-    vocab = cfg.model.vocab_size if cfg.data.check_tokens else None
     train = TrainLoader(split_paths(shard_dir, "train"), seq_len=cfg.model.block_size,
                         batch_size=cfg.train.batch_size, micro_batch_size=cfg.train.micro_batch_size,
                         rank=dist.rank, world_size=dist.world_size, seed=cfg.train.seed,
-                        shuffle=cfg.data.shuffle_shards, vocab_size=vocab, check_tokens=cfg.data.check_tokens)
+                        shuffle=cfg.data.shuffle_shards, check_tokens=False)  # scanned above
     val = ValidationSet(split_paths(shard_dir, "val"), seq_len=cfg.model.block_size,
-                        num_tokens=cfg.train.eval_tokens, vocab_size=vocab, check_tokens=cfg.data.check_tokens)
+                        num_tokens=cfg.train.eval_tokens, check_tokens=False)
     return train, val
 
 

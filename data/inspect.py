@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from data import shards
+from data.scan import scan_directory
 from data.tokenizer import EOT, VOCAB_SIZE, gpt2_encoding
 
 
@@ -40,8 +41,11 @@ def describe_shard(path: Path, n_decode: int, vocab_size: int) -> list[str]:
 
 
 def validate_directory(directory: Path, vocab_size: int) -> tuple[list[str], int]:
-    """Lines describing every shard of ``directory`` and the number of invalid shards."""
-    lines, bad = [], 0
+    """Lines describing every shard of ``directory`` and the number of problems (invalid shards, shards the
+    manifest does not list, another tokenizer: the trainer's start-up checks, ``data/scan.py``)."""
+    scan = scan_directory(directory, vocab_size, scan_tokens=False, write_cache=False)
+    lines = [f"  INVALID {p}" for p in scan.problems] + [f"  note: {n}" for n in scan.notes]
+    bad = len(scan.problems)
     totals = {split: [0, 0, 0] for split in ("val", "train")}  # shards, tokens, documents
     for split in totals:
         for path in shards.list_shards(directory, split):

@@ -227,6 +227,15 @@ def parquet_row_counts(files: list) -> Iterator[int]:
             yield pq.ParquetFile(handle).metadata.num_rows
 
 
+def _reason(exc: Exception, files: list) -> str:
+    """Why a source could not be read: the exception's text, or a description when it has none."""
+    empty = [str(f) for f in files if isinstance(f, (str, os.PathLike)) and os.path.isfile(f) and
+             os.path.getsize(f) == 0]
+    if empty:
+        return f"{empty[0]} is empty (0 bytes): there are no documents in it"
+    return str(exc) or f"{type(exc).__name__} (no message) while reading {files[0] if files else 'the source'}"
+
+
 def _stream_files(source: DataFiles, skip_documents: int, where: str):
     """An ``IterableDataset`` over ``source`` from document ``skip_documents``: whole parquet
     files before it are passed over by their row counts, the rest is skipped by reading."""
@@ -248,7 +257,7 @@ def _stream_files(source: DataFiles, skip_documents: int, where: str):
         dataset = datasets.load_dataset(source.builder, data_files=files, split="train", streaming=True,
                                         **source.kwargs)
     except Exception as exc:
-        raise PrepareError(f"cannot read {where} as {source.builder}: {exc}") from exc
+        raise PrepareError(f"cannot read {where} as {source.builder}: {_reason(exc, files)}") from exc
     return dataset.skip(skip_documents) if skip_documents else dataset
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import collections
+import ctypes
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -66,7 +71,8 @@ def tokenize_batches(batches: Iterable[list[str]], workers: int) -> Iterator[Tok
         return
     max_in_flight = 2 * workers + 1
     # spawn, not fork: the parent may hold pyarrow / datasets threads, which fork does not copy safely.
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
     pending: collections.deque = collections.deque()
     try:
         for texts in batches:
@@ -77,6 +83,26 @@ def tokenize_batches(batches: Iterable[list[str]], workers: int) -> Iterator[Tok
             yield _result(pending.popleft())
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker start-up: end this process when the parent dies, even by ``kill -9`` (no orphaned workers).
+
+    Linux delivers SIGTERM on the parent's death (``PR_SET_PDEATHSIG``); elsewhere a thread polls the
+    parent pid. A parent already gone before this runs is caught by the pid check.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _result(future):

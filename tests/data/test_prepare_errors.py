@@ -147,3 +147,12 @@ def test_unresolvable_hub_host_fails_at_once(tmp_path, monkeypatch):
     with pytest.raises(PrepareError, match="cannot reach the Hugging Face Hub for HuggingFaceFW/fineweb"):
         prepare(config)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_empty_jsonl_says_why(tmp_path):
+    source = tmp_path / "empty.jsonl"
+    source.write_bytes(b"")
+    with pytest.raises(PrepareError) as info:
+        run(source, tmp_path / "out")
+    message = str(info.value)
+    assert "empty.jsonl is empty (0 bytes)" in message and not message.rstrip().endswith(":")

@@ -71,3 +71,19 @@ def test_out_dir_that_is_a_file_or_read_only_is_one_line(tmp_path):
     finally:
         ro.chmod(0o700)
 
+
+
+def test_trainer_errors_about_the_environment_are_one_line(tmp_path, capsys):
+    import torch
+
+    import train_gpt
+    from tests.helpers import FAST, TINY
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={target}"]) == 1
+    assert "is a file, not a directory" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={tmp_path / 'r'}",
+                               "--train.device=cuda"]) == 1
+        err = capsys.readouterr().err
+        assert "CUDA is not available" in err and "Traceback" not in err

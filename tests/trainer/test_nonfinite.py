@@ -49,3 +49,13 @@ def test_too_many_nonfinite_steps_stop_the_run(tmp_path, poisoned_forward, capsy
     assert "3 consecutive steps had a non-finite" in capsys.readouterr().err
     state, path = checkpoint.latest(tmp_path)
     assert state["step"] == 4 and path.name == "step_0000004.pt"
+
+
+def test_skipped_rows_carry_their_own_clip_factor(tmp_path, poisoned_forward):
+    """A skipped step logs what it computed (nothing finite), never the previous step's clip factor."""
+    poisoned_forward["bad"] = {3}
+    assert train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={tmp_path}", "--train.steps=4",
+                           "--optim.name=gclip", "--optim.lr=0.1", "--optim.gamma=0.5"]) == 0
+    records = metrics(tmp_path)
+    assert records[2].get("skipped") and records[2].get("clip_factor") is None
+    assert all(0 < r["clip_factor"] <= 1 for i, r in enumerate(records) if i != 2)
