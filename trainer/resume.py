@@ -76,6 +76,8 @@ def _set_aside(out_dir: Path, paths: list[Path]) -> Path:
 
 def _decide(out_dir: Path, policy: str) -> tuple[str, str | None, dict | None]:
     """Rank 0's verdict: ("resume", path, state), ("fresh", None, None) or ("error", message, None)."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        policy = "auto"  # a restarted generation continues its own run; 'fresh'/'never' applied to the first
     if policy == "never":
         existing = checkpoint.list_checkpoints(out_dir)
         if existing:

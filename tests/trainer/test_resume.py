@@ -126,6 +126,20 @@ def test_optimizer_change_needs_the_opt_in_and_keeps_the_weights(run_dir, capsys
     assert checkpoint.latest(run_dir)[0]["config"]["optim"]["name"] == "muon"
 
 
+def test_batch_change_applied_keeps_the_data_position(run_dir, capsys):
+    assert _main(run_dir, "--train.steps=3", "--train.batch_size=16", "--train.resume_changes=apply") == 0
+    assert "train.batch_size: 8 -> 16" in capsys.readouterr().out
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3]
+    assert checkpoint.latest(run_dir)[0]["loader"]["pos"] == 2 * 8 * 64 + 16 * 64  # two steps of 8, one of 16
+
+
+def test_restarted_generation_resumes_even_under_resume_fresh(run_dir, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # what torchrun sets after a worker failure
+    assert _main(run_dir, "--train.steps=3", "--train.resume=fresh") == 0
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3]
+    assert not list(checkpoint.checkpoint_dir(run_dir).glob("replaced-*"))
+
+
 def test_model_shape_change_is_one_line_even_with_apply(run_dir, capsys):
     assert _main(run_dir, "--train.steps=3", "--model.n_embd=32", "--train.resume_changes=apply") == 1
     err = capsys.readouterr().err
