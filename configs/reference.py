@@ -22,11 +22,20 @@ def _cell(text: str) -> str:
 
 def markdown() -> str:
     from configs.schema import Config
+    from optim.config import COMMON_KEYS, OPTIMIZERS
 
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, type_name, default, help_text in iter_fields(Config):
         shown = "unset" if default is None else repr(default)
         lines.append(f"| `{key}` | {_cell(type_name)} | `{_cell(shown)}` | {_cell(help_text)} |")
+    lines += ["", "Per-optimizer settings: a preset's table `[optim.NAME]` (NAME one of the optimizers below) holds "
+              "`optim.*` keys that apply when `optim.name` is NAME, under the preset's own `[optim]` keys and the "
+              "command line (`--optim.lr=...` wins; `--optim.NAME.KEY=...` edits the table). A table may only set "
+              "keys its optimizer reads:", "", "| optimizer | reads (besides `lr`, `backend`, `groups.*`, `gr.*`) "
+              "| what it is |", "|---|---|---|"]
+    for name, spec in OPTIMIZERS.items():
+        keys = ", ".join(f"`{k}`" for k in sorted(spec.keys - COMMON_KEYS))
+        lines.append(f"| `{name}` | {keys} | {_cell(spec.summary)} |")
     return "\n".join(lines) + "\n"
 
 

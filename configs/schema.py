@@ -14,7 +14,7 @@ from configs.base import (ConfigError, Section, build_section, field, in_range, 
                           non_negative, parse_overrides, positive, validate_tree)
 from data.config import DataConfig
 from model.config import ModelConfig
-from optim.config import OptimConfig
+from optim.config import OptimConfig, split_optimizer_tables
 from trainer.schedule import fit_phases
 
 
@@ -120,12 +120,26 @@ class Config(Section):
                               f"(50257) of the embedded corpus")
 
 
+def with_optimizer_settings(preset: dict, overrides: dict) -> dict:
+    """Merge a preset and the CLI overrides, applying the chosen optimizer's table: the values of `optim` are, from
+    lowest to highest, the schema defaults, the table `[optim.<name>]` of the chosen `optim.name` (as edited by
+    `--optim.<name>.<key>` flags), the preset's own `[optim]` keys, then the `--optim.<key>` flags."""
+    preset_own, preset_tables = split_optimizer_tables(preset.get("optim", {}))
+    flag_own, flag_tables = split_optimizer_tables(overrides.get("optim", {}))
+    tables = merge_dicts(preset_tables, flag_tables)
+    name = flag_own.get("name", preset_own.get("name", OptimConfig.name))
+    chosen = tables.get(name, {}) if isinstance(name, str) else {}
+    merged = merge_dicts({k: v for k, v in preset.items() if k != "optim"},
+                         {k: v for k, v in overrides.items() if k != "optim"})
+    merged["optim"] = merge_dicts(merge_dicts(chosen, preset_own), flag_own)
+    return merged
+
+
 def load_config(argv: list[str]) -> Config:
-    """Build and validate the config from ``--config PATH`` and ``--section.key=value`` flags."""
+    """Build and validate the config from ``--config PATH`` and ``--section.key=value`` flags (the chosen
+    optimizer's settings table applied, see ``with_optimizer_settings``)."""
     path, overrides = parse_overrides(argv)
-    values = load_toml(path) if path else {}
-    values = merge_dicts(values, overrides)
+    values = with_optimizer_settings(load_toml(path) if path else {}, overrides)
     cfg = build_section(Config, values, prefix="")
     validate_tree(cfg)
     return cfg
-

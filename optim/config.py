@@ -4,6 +4,10 @@
 (optim/registry.py) maps the same names to builders; `OptimConfig.check()` rejects a key set away from its default
 that the chosen `optim.name` does not read, naming the key and listing the ones it does. Keys are declared with
 `configs.base.field` (type, default, help, per-key `check`); this module imports nothing from the rest of `optim`.
+
+Per-optimizer settings: an `optim` table may hold one sub-table per optimizer name (`[optim.sgd] lr = 0.3`), the
+settings that optimizer gets when it is chosen; `split_optimizer_tables` separates and checks them and
+`configs.schema.load_config` applies the chosen one under the preset's own `[optim]` keys and the CLI flags.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from typing import Literal, Optional
 
 import re
 
-from configs.base import Check, ConfigError, Section, at_least, field, in_range, non_empty, non_negative, positive
+from configs.base import (Check, ConfigError, Section, at_least, build_section, field, in_range, non_empty,
+                          non_negative, positive, validate_tree)
 
 
 @dataclass(frozen=True)
@@ -210,3 +215,21 @@ class OptimConfig(Section):
         keys = COMMON_KEYS | OPTIMIZERS[self.name].keys
         return [f.name for f in dataclasses.fields(self)
                 if f.name not in keys and getattr(self, f.name) != getattr(default, f.name)]
+
+
+def split_optimizer_tables(values: dict) -> tuple[dict, dict[str, dict]]:
+    """Split the values of an `optim` table into its own keys and the per-optimizer tables `optim.<name>`. Each
+    table may hold only keys its optimizer reads (not `name`), with valid values; errors name `optim.<name>.<key>`."""
+    own = {key: value for key, value in values.items() if key not in OPTIMIZERS}
+    tables = {key: value for key, value in values.items() if key in OPTIMIZERS}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"optim.{name} must be a table of the settings of optimizer {name!r} "
+                              f"(e.g. [optim.{name}] lr = 0.1), got {table!r}")
+        reads = sorted((COMMON_KEYS - {"name"}) | OPTIMIZERS[name].keys)
+        unread = sorted(set(table) - set(reads))
+        if unread:
+            raise ConfigError(f"optim.{name}.{unread[0]}: optimizer {name!r} does not read {unread[0]!r}; a table "
+                              f"[optim.{name}] may set: {', '.join(reads)}")
+        validate_tree(build_section(OptimConfig, {**table, "name": name}, prefix=f"optim.{name}"), f"optim.{name}.")
+    return own, tables
