@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
+from model.kv_cache import KVCache
 from model.layers import Block, RMSNorm, RotaryEmbedding, build_norm
 
 IGNORE_INDEX = -1  # targets equal to this are left out of the loss (nanoGPT / llm.c convention)
@@ -64,25 +65,30 @@ class GPT(nn.Module):
                     nn.init.normal_(proj.weight, mean=0.0, std=proj_std)
 
     def forward(
-        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """idx (B, T) token ids -> (logits (B, T, vocab) in fp32, mean cross-entropy in fp32 or None).
 
         The head matmul runs in the ambient (autocast) dtype; logits are upcast to fp32 before the softmax.
-        Targets equal to -1 are ignored by the loss.
+        Targets equal to -1 are ignored by the loss. With a `cache` (generation), idx holds the positions after the
+        `cache.length` cached ones, which it attends to; the cache then also holds these.
         """
         if idx.dim() != 2:
             raise ValueError(f"GPT.forward: idx must have shape (batch, seq_len), got {tuple(idx.shape)}")
         T = idx.shape[1]
-        if T > self.config.block_size:
-            raise ValueError(f"GPT.forward: sequence length {T} exceeds model.block_size {self.config.block_size}")
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(f"GPT.forward: sequence length {start + T} exceeds model.block_size "
+                             f"{self.config.block_size}")
         x = self.embed(idx)
         if self.pos_embed is not None:
-            x = x + self.pos_embed(torch.arange(T, device=idx.device))
+            x = x + self.pos_embed(torch.arange(start, start + T, device=idx.device))
         x = self.embed_dropout(x)
-        rope = self.rope(T) if self.rope is not None else None
-        for block in self.blocks:
-            x = block(x, rope)
+        rope = self.rope(T, start) if self.rope is not None else None
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, None if cache is None else cache.layer(i))
+        if cache is not None:
+            cache.advance(T)
         logits = self.head(self.final_norm(x)).float()
         if targets is None:
             return logits, None

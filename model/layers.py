@@ -54,9 +54,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
-    def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin), each (seq_len, head_dim/2)."""
-        return self.cos[:seq_len], self.sin[:seq_len]
+    def forward(self, seq_len: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of positions start..start+seq_len-1, each (seq_len, head_dim/2)."""
+        return self.cos[start:start + seq_len], self.sin[start:start + seq_len]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -95,16 +95,22 @@ class CausalSelfAttention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x: torch.Tensor, rope: RopeTables = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RopeTables = None, kv=None) -> torch.Tensor:
+        """`kv` (generation, model/kv_cache.py): this layer's cache of the earlier positions' keys and values; x then
+        holds the next T positions, which attend to the cached ones and causally among themselves."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        mask = None
+        if kv is not None:
+            k, v = kv.extend(k, v)  # (B, start + T, H, D)
+            mask = kv.causal_mask(T, x.device)
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            dropout_p=self.dropout if self.training else 0.0, is_causal=True,
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0, is_causal=kv is None or kv.start == 0,
         )
         return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
@@ -139,6 +145,6 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: RopeTables = None) -> torch.Tensor:
-        x = x + self.resid_dropout(self.attn(self.norm1(x), rope))
+    def forward(self, x: torch.Tensor, rope: RopeTables = None, kv=None) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.norm1(x), rope, kv))
         return x + self.resid_dropout(self.mlp(self.norm2(x)))

@@ -1,0 +1,85 @@
+"""A trained GPT from a run directory: the newest valid checkpoint (or a named one), in eval mode on a device.
+
+The model is rebuilt from the `model` section of the config saved inside the checkpoint, so a checkpoint is
+self-contained. Loading goes through `trainer.checkpoint` (checksums verified; a newest checkpoint that does not
+load is skipped with a warning naming why, as on resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from configs.base import ConfigError, build_section, validate_tree
+from model import GPT, ModelConfig
+from trainer import checkpoint
+
+
+@dataclass
+class LoadedModel:
+    model: GPT
+    path: Path  # the checkpoint file
+    step: int
+    config: dict  # the run's full config, as saved in the checkpoint
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (as the trainer's dtype='auto'), none on CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def find_checkpoint(run: str | Path | None, path: str | Path | None) -> tuple[dict, Path]:
+    """The state of the checkpoint `path`, or else of the newest loadable one of run directory `run`."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"--checkpoint {path}: no such file")
+        try:
+            return checkpoint.load(path), path
+        except ValueError as err:
+            raise ConfigError(f"--checkpoint {path} does not load: {err}") from None
+    if run is None:
+        raise ConfigError("give --run RUN_DIR (its newest checkpoint is used) or --checkpoint PATH")
+    run = Path(run)
+    if not run.is_dir():
+        raise ConfigError(f"--run {run}: no such directory")
+    found = checkpoint.scan(run)
+    for bad, why in found.unreadable:
+        print(f"warning: skipping {bad}: {why}", file=sys.stderr)
+    if found.path is None:
+        where = checkpoint.checkpoint_dir(run)
+        raise ConfigError(f"--run {run}: no loadable checkpoint in {where}" +
+                          (" (all unreadable, see the warnings above)" if found.unreadable else
+                           " (train with train.checkpoint_every, or wait for the run's last step)"))
+    return found.state, found.path
+
+
+def load_model(run: str | Path | None = None, path: str | Path | None = None, device: str = "auto") -> LoadedModel:
+    state, path = find_checkpoint(run, path)
+    config = state.get("config") or {}
+    if "model" not in config:
+        raise ConfigError(f"{path} holds no model config (key 'config.model'); it was not written by train_gpt.py")
+    model_cfg = build_section(ModelConfig, config["model"], prefix="model")
+    validate_tree(model_cfg, "model.")
+    model = GPT(model_cfg)
+    model.load_state_dict(state["model"])
+    model.to(pick_device(device)).eval()
+    return LoadedModel(model, path, int(state.get("step", 0)), config)
