@@ -181,3 +181,45 @@ def bytes_of(tensors) -> int:
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes of this rank's optimizer state tensors (local shards of sharded state)."""
     return bytes_of(v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor))
+
+
+def _group_of(tensors: list[torch.Tensor]):
+    for t in tensors:
+        if is_sharded(t):
+            return row_shards(t).group
+    return None
+
+
+def shard_group(tensors: list[torch.Tensor]):
+    """The process group of a list of sharded tensors, or None when none is sharded (a mix is refused)."""
+    flags = [is_sharded(t) for t in tensors]
+    if not any(flags):
+        return None
+    if not all(flags):
+        raise ValueError("an optimizer step got both sharded (DTensor) and plain parameters; shard every parameter "
+                         "of the model (fully_shard on the root as well as on the blocks) or none")
+    return row_shards(tensors[flags.index(True)]).group
+
+
+def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto") -> torch.Tensor:
+    """L2 norm of each list of tensors, where any tensor may be a sharded DTensor: a 1-D fp32 tensor of len(lists).
+
+    Each rank sums the squares of its local shards (kernels.global_norm on plain local tensors) and one all-reduce
+    joins all the lists' partial sums; a replicated (plain) tensor counts once, on rank 0. A NaN or inf in any shard
+    reaches every rank's result through the sum.
+    """
+    import kernels  # local: kernels imports nothing from optim, but keep this module importable on its own
+
+    flat = [t for ts in lists for t in ts]
+    group = _group_of(flat)
+    if group is None:
+        return torch.stack([kernels.global_norm(ts, backend=backend) if ts else torch.zeros(()) for ts in lists])
+    device = next(local(t).device for t in flat if is_sharded(t))
+    first = dist.get_rank(group) == 0
+    partial = torch.zeros(len(lists), dtype=torch.float32, device=device)
+    for i, ts in enumerate(lists):
+        shards = [local(t) for t in ts if is_sharded(t) and local(t).numel() > 0]
+        plain = [t for t in ts if not is_sharded(t)] if first else []
+        if shards or plain:
+            partial[i] = kernels.global_norm(shards + plain, backend=backend).to(device).square()
+    return sum_across(partial, group).sqrt()

@@ -1,0 +1,147 @@
+"""Data parallelism applied to the model from outside: DDP (replicated) or FSDP2 (sharded), and their state dicts.
+
+- ``ddp``: every rank holds the whole model; DistributedDataParallel all-reduces the gradients of the last
+  micro-batch (``no_sync`` before).
+- ``fsdp``: ``fully_shard`` on every transformer block, then on the root (embeddings, final norm, head: the tied
+  embedding/head matrix is one parameter of the root, sharded once). Each parameter becomes a DTensor sharded along
+  dim 0; the forward all-gathers a block's parameters just in time and the backward reduce-scatters its gradients.
+  Gradient accumulation keeps unsharded gradients local until the last micro-batch (``set_requires_gradient_sync``).
+  On CUDA the blocks compute in bf16 with fp32 gradient reduction (``MixedPrecisionPolicy``); on CPU in fp32.
+
+Checkpoints stay in one format for both: whole (unsharded) tensors keyed by parameter name, gathered to every rank
+by :func:`full_model_state` / :func:`full_optimizer_state` and sliced back by the ``load_*`` functions, so a run can
+be resumed at another world size and across ddp <-> fsdp in both directions.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from optim import sharding
+
+PARALLEL_MODES = ("ddp", "fsdp")
+
+
+def apply_fsdp(model: nn.Module, *, device: torch.device, dtype: str, compile_blocks: bool) -> nn.Module:
+    """Shard ``model`` (a model.GPT) in place with FSDP2 over the default process group; returns it."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = None
+    if device.type == "cuda" and dtype in ("auto", "bfloat16"):
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    kwargs = {"mp_policy": mp} if mp is not None else {}
+    for block in model.blocks:
+        if compile_blocks:
+            block.compile()
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def wrap_model(raw_model: nn.Module, *, mode: str, distributed: bool, device: torch.device, dtype: str,
+               compile: bool) -> nn.Module:
+    """The module the training loop calls: compiled and wrapped for ``mode`` ("ddp" or "fsdp").
+
+    ``fsdp`` shards ``raw_model`` itself (its parameters become DTensors) and compiles block by block; ``ddp``
+    compiles the whole model and wraps it when there are several ranks.
+    """
+    if mode not in PARALLEL_MODES:
+        raise ValueError(f"train.parallel must be one of {PARALLEL_MODES}, got {mode!r}")
+    if mode == "fsdp":
+        if not distributed:
+            return torch.compile(raw_model) if compile else raw_model  # one rank: nothing to shard
+        return apply_fsdp(raw_model, device=device, dtype=dtype, compile_blocks=compile)
+    model = torch.compile(raw_model) if compile else raw_model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def no_sync(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Context for a micro-batch whose gradients are accumulated locally (no all-reduce / reduce-scatter)."""
+    if hasattr(model, "no_sync"):  # DDP
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        return _fsdp_no_sync(model)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if sharding.is_sharded(t) else t
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with whole tensors (a collective under fsdp: every rank must call it)."""
+    return {k: _full(v).detach().cpu() if sharding.is_sharded(v) else v for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def load_full_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load whole tensors into a plain or sharded model (each rank copies its rows into its shards)."""
+    current = model.state_dict()
+    missing = sorted(set(current) - set(state))
+    unexpected = sorted(set(state) - set(current))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint model state does not match the model: missing {missing}, "
+                         f"unexpected {unexpected}")
+    for name, dst in current.items():
+        src = state[name]
+        if tuple(src.shape) != tuple(dst.shape):
+            raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(src.shape)}, the model's has "
+                             f"{tuple(dst.shape)}")
+        _copy_rows(dst, src)
+
+
+def _copy_rows(dst: torch.Tensor, whole: torch.Tensor) -> None:
+    if sharding.is_sharded(dst):
+        layout = sharding.row_shards(dst)
+        rank = dist.get_rank(layout.group)
+        start, size = layout.starts[rank], layout.sizes[rank]
+        dst.to_local().copy_(whole[start:start + size])
+    else:
+        dst.copy_(whole)
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """``optimizer.state_dict()`` with every sharded state tensor replaced by the whole tensor (a collective).
+
+    The optimizers keep the state of a sharded parameter as a DTensor with the parameter's layout (torch's AdamW
+    does so by itself; ours create it with ``zeros_like(param)``), so gathering is ``full_tensor()``."""
+    sd = optimizer.state_dict()
+    for index, state in sd["state"].items():
+        sd["state"][index] = {k: _full(v).cpu() if sharding.is_sharded(v) else v for k, v in state.items()}
+    return sd
+
+
+def load_full_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict) -> None:
+    """Load a whole-tensor optimizer state into an optimizer over plain or sharded parameters: the state of a
+    sharded parameter becomes a DTensor holding this rank's rows."""
+    from torch.distributed.tensor import DTensor
+
+    optimizer.load_state_dict(sd)  # torch places each state tensor on its parameter's device and dtype
+    for param, state in optimizer.state.items():
+        if not sharding.is_sharded(param):
+            continue
+        layout = sharding.row_shards(param)
+        rank = dist.get_rank(layout.group)
+        start, size = layout.starts[rank], layout.sizes[rank]
+        for key, value in list(state.items()):
+            if isinstance(value, torch.Tensor) and not sharding.is_sharded(value) \
+                    and tuple(value.shape) == tuple(param.shape) and value.dim() > 0:
+                rows = value[start:start + size].to(param.to_local().device).clone()
+                state[key] = DTensor.from_local(rows, param.device_mesh, param.placements, run_check=False,
+                                                shape=param.shape, stride=param.stride())
