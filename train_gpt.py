@@ -19,15 +19,15 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import optim
+from optim import sharding
 from configs.base import ConfigError, to_dict
 from configs.schema import Config, load_config
 from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_paths
 from data.scan import check_directory
 from model import GPT
-from trainer import checkpoint
+from trainer import checkpoint, parallel
 from trainer.distributed import (ConsistencyError, DistInfo, all_gather_objects, broadcast_object,
                                  check_consistency, init_distributed, peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
@@ -67,9 +67,8 @@ def train(cfg: Config, dist: DistInfo) -> None:
     device, tcfg = dist.device, cfg.train
     torch.manual_seed(tcfg.seed)  # same initial weights on every rank
     raw_model = GPT(cfg.model).to(device)
-    model = torch.compile(raw_model) if tcfg.compile else raw_model
-    if dist.distributed:
-        model = DDP(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    model = parallel.wrap_model(raw_model, mode=tcfg.parallel, distributed=dist.distributed, device=device,
+                                dtype=tcfg.dtype, compile=tcfg.compile)  # fsdp: raw_model's parameters are sharded
     parameters = [p for p in raw_model.parameters() if p.requires_grad]
     optimizer = optim.build(raw_model, cfg.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
@@ -116,6 +115,9 @@ def train(cfg: Config, dist: DistInfo) -> None:
         if peak is not None:
             record["mfu"] = flops_per_step / dt / dist.world_size / peak
         record["eta_s"] = (record["elapsed_s"] / (step - start_step)) * (tcfg.steps - step)
+        if step == start_step + 1:  # the optimizer state exists from the first step on
+            record["param_bytes_per_rank"] = sharding.bytes_of(raw_model.parameters())
+            record["optim_state_bytes_per_rank"] = sharding.optimizer_state_bytes(optimizer)
         if (tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps:
             record["val_loss"] = evaluate(model, val_set, rank=dist.rank, world_size=dist.world_size,
                                           micro_batch_size=tcfg.micro_batch_size, device=device, dtype=tcfg.dtype)
@@ -152,12 +154,14 @@ def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, t
     if any(s != loaders[0] for s in loaders):
         raise RuntimeError(f"ranks disagree on the data position at step {step}: {loaders}")
     rngs = all_gather_objects(rng_state())
+    model_state = parallel.full_model_state(raw_model)  # whole tensors (collectives under fsdp: every rank calls)
+    optimizer_state = parallel.full_optimizer_state(optimizer)
     error = None
     if dist.is_main:
         try:
             checkpoint.save(cfg.train.out_dir, step, {
-                "step": step, "skipped_steps": skipped, "model": raw_model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "loader": loaders[0],
+                "step": step, "skipped_steps": skipped, "model": model_state,
+                "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "loader": loaders[0],
                 "loader_per_rank": loaders, "rng": rngs, "config": to_dict(cfg)}, keep=cfg.train.keep_checkpoints)
         except checkpoint.CheckpointWriteError as err:
             error = str(err)

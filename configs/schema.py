@@ -55,6 +55,9 @@ class TrainConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = field("auto", help="autocast dtype; 'auto': bfloat16 on CUDA, "
                                                                      "float32 on CPU")
     compile: bool = field(False, help="torch.compile the model")
+    parallel: Literal["ddp", "fsdp"] = field("ddp", help="data parallelism over ranks: 'ddp' replicates the model; "
+                                                         "'fsdp' shards parameters, gradients and optimizer state "
+                                                         "(FSDP2, docs/scale.md)")
     max_nonfinite_steps: int = field(10, check=positive, help="stop (keeping the last good checkpoint) after this "
                                                               "many consecutive steps skipped for a non-finite loss "
                                                               "or gradient")

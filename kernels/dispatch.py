@@ -20,6 +20,10 @@ from kernels.triton_common import HAVE_TRITON
 from kernels.chunk_table import ChunkTable, build_table, cached, table_key, tuning
 
 BACKENDS = ("auto", "triton", "torch")
+try:  # sharded tensors have no plain storage here (data_ptr 0, numel the global size): refused by name
+    from torch.distributed.tensor import DTensor as _DTENSOR
+except ImportError:  # pragma: no cover - torch built without distributed
+    _DTENSOR = None
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # float64 runs the torch reference
 
@@ -79,6 +83,12 @@ def check_list(tensors, name: str, *, op: str) -> list:
     """The container check done on every call (element checks happen in :func:`validate_lists`)."""
     if not isinstance(tensors, (list, tuple)):
         raise TypeError(f"kernels.{op}: {name} must be a list of tensors, got {type(tensors).__name__}")
+    if _DTENSOR is not None:
+        for i, t in enumerate(tensors):
+            if isinstance(t, _DTENSOR):
+                raise TypeError(f"kernels.{op}: {name}[{i}] is a DTensor (shape {tuple(t.shape)}, placements "
+                                f"{t.placements}); the kernels take plain local tensors: pass t.to_local() and join "
+                                f"reductions across ranks yourself (optim/sharding.py does both)")
     return tensors if isinstance(tensors, list) else list(tensors)
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-import kernels
-
 from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
+from .sharding import global_norms
 
 
 class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
@@ -26,7 +25,7 @@ class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
         grads = [g for group in self.param_groups for g in params_with_grads(group)[1]]
         if not grads:
             return loss
-        grad_norm = kernels.global_norm(grads, backend=self.backend)
+        grad_norm = global_norms([grads], backend=self.backend)[0]
         ok = finite_flag(grad_norm)
         self.found_inf = (~ok).to(torch.float32)
         super().step()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-import kernels
+from .sharding import global_norms
 
 
 def finite_flag(norm: torch.Tensor) -> torch.Tensor:
@@ -114,8 +114,9 @@ def groups_with_grads(param_groups: list[dict]) -> list[tuple[dict, list[torch.T
 
 def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(global L2 norm over every gradient of ``work``, is-finite flag), both 0-dim device tensors."""
-    norm = kernels.global_norm([g for _, _, grads in work for g in grads], backend=backend)
+    """(global L2 norm over every gradient of ``work``, is-finite flag), both 0-dim device tensors. Sharded (FSDP)
+    gradients: local sums of squares joined by one all-reduce, which also carries the non-finite flag."""
+    norm = global_norms([[g for _, _, grads in work for g in grads]], backend=backend)[0]
     return norm, finite_flag(norm)
 
 

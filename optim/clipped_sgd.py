@@ -29,6 +29,7 @@ from .base import (
     groups_with_grads,
     run_closure,
 )
+from .sharding import global_norms, local_list
 
 
 NORM_SCOPES = ("global", "group", "tensor")
@@ -81,16 +82,17 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
             if self.norm_scope == "global":
                 units = [(params, grads, momenta, global_norm)]
             elif self.norm_scope == "group":
-                units = [(params, grads, momenta, kernels.global_norm(grads, backend=self.backend))]
-            else:
-                units = [([p], [g], None if momenta is None else [m], kernels.global_norm([g], backend=self.backend))
-                         for p, g, m in zip(params, grads, momenta or [None] * len(params))]
+                units = [(params, grads, momenta, global_norms([grads], backend=self.backend)[0])]
+            else:  # sharded tensors: the per-tensor norms of the group in one all-reduce
+                norms = global_norms([[g] for g in grads], backend=self.backend)
+                units = [([p], [g], None if momenta is None else [m], norms[i])
+                         for i, (p, g, m) in enumerate(zip(params, grads, momenta or [None] * len(params)))]
             for ps, gs, ms, norm in units:
                 if self.norm_scope != "global":  # a non-finite gradient anywhere skips every group
                     norm = torch.where(ok, norm, nan)
                     factors.append(kernels.clip_factor(norm, **self._clip_kwargs(group)))
-                kernels.clipped_sgd_update_(
-                    ps, gs, ms, norm, lr=float(group["lr"]), momentum=group["momentum"],
+                kernels.clipped_sgd_update_(  # elementwise: on the local shards when sharded (FSDP)
+                    local_list(ps), local_list(gs), local_list(ms), norm, lr=float(group["lr"]), momentum=group["momentum"],
                     nesterov=group["nesterov"], weight_decay=float(group["weight_decay"]),
                     weight_decay_mode=group["weight_decay_mode"], backend=self.backend, **self._clip_kwargs(group))
         factor = kernels.clip_factor(global_norm, **self._clip_kwargs(work[0][0])) if self.norm_scope == "global" \

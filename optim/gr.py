@@ -18,9 +18,8 @@ from typing import Callable
 
 import torch
 
-import kernels
-
 from .config import GRConfig
+from .sharding import global_norms
 
 
 class GradientRegularization:
@@ -57,7 +56,7 @@ class GradientRegularization:
         if not params:
             return loss
         g1 = [p.grad.detach().clone() for p in params]
-        inv_norm = 1.0 / (kernels.global_norm(g1, backend=self.backend) + self.cfg.eps)
+        inv_norm = 1.0 / (global_norms([g1], backend=self.backend)[0] + self.cfg.eps)
         if r_t > 0 and alpha_t > 0:
             with torch.no_grad():
                 saved = [p.detach().clone() for p in params]

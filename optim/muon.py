@@ -21,10 +21,17 @@ from .base import (
     run_closure,
     zero_where_not_,
 )
+from .lmo_sharded import orthogonalize_sharded
 from .newton_schulz import orthogonalize
+from .sharding import local, local_list, shard_group
 from .splits import check_group_splits, sizes_by_param, split_pieces
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def muon_scale(shape: torch.Size) -> float:
+    """Muon's shape factor sqrt(max(1, d_out/d_in)) of one (piece of a) matrix."""
+    return math.sqrt(max(1.0, shape[0] / shape[1]))
 
 
 class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
@@ -60,6 +67,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
             return loss
         grad_norm, ok = global_grad_norm(work, self.backend)
         okf = ok.to(grad_norm.dtype)  # float64 when the gradients are
+        work = [(group, params, local_list(grads)) for group, params, grads in work]  # FSDP: this rank's rows
         for _, _, grads in work:
             zero_where_not_(grads, ok)
         self._muon_step([w for w in work if w[0]["use_muon"]], ok, okf)
@@ -72,24 +80,34 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
     def _muon_step(self, work, ok, okf) -> None:
         if not work:
             return
-        updates, targets = [], []
+        sharded = shard_group([p for _, params, _ in work for p in params]) is not None
+        updates, targets, whole_params, whole_splits = [], [], [], []
         for group, params, grads in work:
             mu = group["momentum"]
             mu_eff = 1.0 + (mu - 1.0) * okf  # mu, or 1 on a skipped step; okf's dtype (fp64 for fp64 grads)
-            bufs = [self.state_buffer(p, "momentum_buffer") for p in params]
+            bufs = local_list([self.state_buffer(p, "momentum_buffer") for p in params])
             torch._foreach_mul_(bufs, mu_eff)
             torch._foreach_add_(bufs, grads)
             full = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else list(bufs)
             sizes = sizes_by_param(group)
             for p, u in zip(params, full):  # each piece of a split parameter (q, k, v) is its own matrix
-                updates += split_pieces(u, sizes.get(p))
-                targets += [(group, piece) for piece in split_pieces(p, sizes.get(p))]
-        ortho = orthogonalize(updates, steps=self.ns_steps, dtype=self.ns_dtype,
-                              split_across_ranks=self.split_across_ranks, process_group=self.process_group,
-                              method=self.spectral_lmo)
-        for (group, p), o in zip(targets, ortho):
+                if sharded:  # pieces are cut from the whole matrix at its owner rank
+                    updates.append(u)
+                    targets.append((group, local(p), 1.0))  # the owner applied each piece's scale
+                    whole_params.append(p)
+                    whole_splits.append(sizes.get(p))
+                else:
+                    updates += split_pieces(u, sizes.get(p))
+                    targets += [(group, piece, muon_scale(piece.shape)) for piece in split_pieces(p, sizes.get(p))]
+        if sharded:
+            ortho = orthogonalize_sharded(whole_params, updates, whole_splits, steps=self.ns_steps,
+                                          dtype=self.ns_dtype, method=self.spectral_lmo, piece_scale=muon_scale)
+        else:
+            ortho = orthogonalize(updates, steps=self.ns_steps, dtype=self.ns_dtype,
+                                  split_across_ranks=self.split_across_ranks, process_group=self.process_group,
+                                  method=self.spectral_lmo)
+        for (group, p, shape_scale), o in zip(targets, ortho):
             lr = float(group["lr"])
-            shape_scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))
             p.mul_(1 - lr * float(group["weight_decay"]) * okf)
             p.add_(o * (-lr * shape_scale * okf))
 
@@ -105,7 +123,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"].add_(okf)
-            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m, v, p = local(state["exp_avg"]), local(state["exp_avg_sq"]), local(p)
             m.mul_(b1).add_(g * (1 - b1))
             v.mul_(b2).add_(g * g * (1 - b2))
             t = state["step"].clamp(min=1)

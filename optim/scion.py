@@ -27,7 +27,9 @@ import kernels
 
 from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
 from .lmo import NORMS, LMOSpec, layer_norm, lmo_many
+from .lmo_sharded import lmo_many_sharded
 from .newton_schulz import ORTHOGONALIZERS
+from .sharding import global_norms, local_list, shard_group, sum_across
 from .splits import check_group_splits, sizes_by_param, split_pieces
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -99,19 +101,28 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                 splits.append(sizes.get(p))
         if not params:
             return loss
-        grad_norm = kernels.global_norm(grads, backend=self.backend)
+        grad_norm = global_norms([grads], backend=self.backend)[0]
         ok = finite_flag(grad_norm)
+        shards = shard_group(params)  # FSDP: kernels on local shards, reductions joined by one all-reduce each
         for alpha in sorted(set(alphas)):  # a non-finite gradient norm leaves every d untouched
             idx = [i for i, a in enumerate(alphas) if a == alpha]
-            kernels.lerp_momentum_([ds[i] for i in idx], [grads[i] for i in idx], alpha, backend=self.backend,
-                                   skip_if_nonfinite=grad_norm)
-        # every piece of a split parameter (q, k, v of a fused qkv) is a layer of its own from here on
-        layers = [(x, d, spec, r, lr) for p, d_full, spec, r, lr, sizes in zip(params, ds, specs, radii, lrs, splits)
-                  for x, d in zip(split_pieces(p, sizes), split_pieces(d_full, sizes))]
-        params, ds, specs, radii, lrs = (list(column) for column in zip(*layers))
-        directions = lmo_many(ds, specs, ns_steps=self.ns_steps, ns_dtype=self.ns_dtype,
-                              split_across_ranks=self.split_across_ranks, process_group=self.process_group,
-                              method=self.spectral_lmo)
+            kernels.lerp_momentum_(local_list([ds[i] for i in idx]), local_list([grads[i] for i in idx]), alpha,
+                                   backend=self.backend, skip_if_nonfinite=grad_norm)
+        if shards is not None:
+            if self.constrained and self.variant == 1:
+                raise ValueError("s3cg_variant=1 is not supported on sharded (FSDP) parameters; use variant 2")
+            # whole tensors at their owner ranks (split pieces handled there); this rank's rows come back
+            directions = lmo_many_sharded(ds, specs, splits, ns_steps=self.ns_steps, ns_dtype=self.ns_dtype,
+                                          method=self.spectral_lmo)
+            params, ds = local_list(params), local_list(ds)
+        else:
+            # every piece of a split parameter (q, k, v of a fused qkv) is a layer of its own from here on
+            layers = [(x, d, spec, r, lr) for p, d_full, spec, r, lr, sizes in zip(params, ds, specs, radii, lrs, splits)
+                      for x, d in zip(split_pieces(p, sizes), split_pieces(d_full, sizes))]
+            params, ds, specs, radii, lrs = (list(column) for column in zip(*layers))
+            directions = lmo_many(ds, specs, ns_steps=self.ns_steps, ns_dtype=self.ns_dtype,
+                                  split_across_ranks=self.split_across_ranks, process_group=self.process_group,
+                                  method=self.spectral_lmo)
         nan = torch.full_like(grad_norm, float("nan"))
         stats = {"grad_norm": grad_norm}
         if self.rho is None:
@@ -119,6 +130,8 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
         else:
             gap = kernels.scion_inner_product(ds, directions, radii, params if self.constrained else None,
                                               backend=self.backend)
+            if shards is not None:
+                gap = sum_across(gap.reshape(1), shards)[0]
             ratio = gap / self._effective_rho()
             if self.constrained and self.variant == 1:
                 ratio = variant1_factor(ratio, params, directions, specs, radii, self.spectral_lmo)

@@ -35,6 +35,11 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if is_sharded(t) else t
 
 
+def local_list(tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+    """:func:`local` of every tensor of a list (None stays None): what the kernels are given."""
+    return None if tensors is None else [local(t) for t in tensors]
+
+
 @dataclass(frozen=True)
 class RowShards:
     """How dim 0 of a tensor of ``shape`` is split over the ``world`` ranks of ``group``: rank r holds

@@ -9,6 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from optim.sharding import is_sharded
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -83,6 +85,9 @@ def agree_on_gradients(loss_sum: torch.Tensor, grads: list[torch.Tensor]) -> tor
     The flag rides on the loss reduction the trainer does anyway: no extra collective, no host sync.
     """
     if not dist.is_initialized():
+        return loss_sum
+    if any(is_sharded(g) for g in grads):  # FSDP: the optimizer's norm is one all-reduce, so ranks already agree
+        dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
         return loss_sum
     norm = torch._foreach_norm(grads) if grads else []
     bad = (~torch.isfinite(torch.stack([n.float() for n in norm]).sum())).float() if norm else torch.zeros((), device=loss_sum.device)

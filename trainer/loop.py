@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from trainer.distributed import agree_on_gradients, all_reduce_sum
+from trainer.parallel import no_sync
 
 
 def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
@@ -28,7 +29,6 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
     regularization at perturbed weights) it recomputes from zero on the same batch.
     """
     accum = len(micro_batches)
-    sync_context = getattr(model, "no_sync", None)
 
     def backward() -> torch.Tensor:
         grads = [p.grad for p in parameters if p.grad is not None]
@@ -37,7 +37,7 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
         total = torch.zeros((), device=device, dtype=torch.float32)
         for i, (x, y) in enumerate(micro_batches):
             last = i == accum - 1
-            ctx = sync_context() if (sync_context is not None and not last) else contextlib.nullcontext()
+            ctx = contextlib.nullcontext() if last else no_sync(model)
             with ctx:
                 with autocast_context(device, dtype):
                     _, loss = model(x, y)

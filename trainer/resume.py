@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from configs.base import ConfigError, iter_fields, to_dict
-from trainer import checkpoint
+from trainer import checkpoint, parallel
 from trainer.distributed import broadcast_object
 
 # Keys whose new value is simply used on resume; every other key changes the run.
@@ -152,7 +152,7 @@ def _load_model(raw_model, state: dict, path) -> None:
         raise ConfigError(f"the model's shape changed since {path} was saved ({detail}); a checkpoint cannot be "
                           f"resumed into another architecture: use the checkpoint's model.* settings or a new "
                           f"train.out_dir")
-    raw_model.load_state_dict(saved)
+    parallel.load_full_model_state(raw_model, saved)  # plain or FSDP-sharded
 
 
 def _reset_hyperparameters(optimizer, scheduler, fresh_groups: list[dict], base_lrs: list[float], step: int) -> None:
@@ -170,7 +170,7 @@ def _reset_hyperparameters(optimizer, scheduler, fresh_groups: list[dict], base_
 def _load_optimizer(optimizer, scheduler, state: dict, changes: dict, step: int) -> str | None:
     """Load optimizer and schedule state; under applied changes reset their settings. Returns a note or None."""
     if not changes:
-        optimizer.load_state_dict(state["optimizer"])
+        parallel.load_full_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         return None
     fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
@@ -180,7 +180,7 @@ def _load_optimizer(optimizer, scheduler, state: dict, changes: dict, step: int)
         note = "optimizer changed: the model weights are kept, the optimizer state starts afresh"
     else:
         try:
-            optimizer.load_state_dict(state["optimizer"])
+            parallel.load_full_optimizer_state(optimizer, state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as err:
             note = f"the optimizer state does not fit the new parameter groups ({err}); it starts afresh"
     _reset_hyperparameters(optimizer, scheduler, fresh_groups, base_lrs, step)
