@@ -1,0 +1,77 @@
+"""train.parallel='fsdp' (FSDP2 on CPU, gloo): every optimizer's sharded step equals the unsharded one; the trainer
+at 2 sharded ranks equals one process, also across two `torchrun --nnodes=2` launches; checkpoints move between
+fsdp and one process in both directions; each rank holds about half the parameters and optimizer state."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO_ROOT, env, free_port, losses, metrics, run_train, train_cmd
+
+pytestmark = pytest.mark.slow
+
+OPTIMIZERS = ["adamw", "muon", "sgd", "gclip", "normalized_sgd", "dgclip", "scion", "unconstrained_scion",
+              "clipped_scion", "unconstrained_clipped_scion"]
+# accumulation 2 at 2 ranks (no reduce-scatter on the first micro-batch), 4 at one process
+COMMON = ("--train.steps=4", "--train.batch_size=8", "--train.micro_batch_size=2", "--train.eval_tokens=1024",
+          "--model.block_size=32", "--optim.name=unconstrained_clipped_scion", "--optim.lr=1e-3", "--optim.rho=1e4",
+          "--optim.ns_dtype=float32")
+
+
+@pytest.fixture(scope="module")
+def worker_results():
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO_ROOT / "tests" / "distributed" / "fsdp_worker.py"), ",".join(OPTIMIZERS)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
+    rows = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    return {row["name"]: row for row in rows}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_sharded_step_equals_whole_model(worker_results, name):
+    row = worker_results[name]
+    assert row["moved"] > 1e-3, row  # the steps did something to every matrix
+    assert row["loss_diff"] < 1e-4 and row["param_diff"] < 1e-4 and row["stat_diff"] < 1e-4, row
+    assert row["param_bytes_ratio"] <= 0.55, row
+    assert row["state_bytes_ratio"] <= 0.55, row  # stateless optimizers report 0
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    run_train(f"--train.out_dir={out}", *COMMON, "--train.checkpoint_every=0")
+    return out
+
+
+def test_two_nodes_fsdp_match_one_process(single_process, tmp_path):
+    port = free_port()
+    rdzv = ("--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=clipgpt-fsdp")
+    cmd = train_cmd(f"--train.out_dir={tmp_path}", *COMMON, "--train.parallel=fsdp", "--train.checkpoint_every=0",
+                    nproc=1, extra_torchrun=rdzv)
+    nodes = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert losses(tmp_path) == pytest.approx(losses(single_process), rel=1e-4, abs=1e-4)
+    one, two = metrics(single_process), metrics(tmp_path)
+    for key in ("grad_norm", "clip_factor", "dual_norm"):
+        assert [m[key] for m in two] == pytest.approx([m[key] for m in one], rel=1e-4), key
+    assert two[0]["param_bytes_per_rank"] <= 0.55 * one[0]["param_bytes_per_rank"]
+    assert two[0]["optim_state_bytes_per_rank"] <= 0.55 * one[0]["optim_state_bytes_per_rank"]
+
+
+@pytest.mark.parametrize("first,second", [("fsdp2", "single"), ("single", "fsdp2")])
+def test_checkpoint_moves_between_fsdp_and_one_process(single_process, tmp_path, first, second):
+    def launch(which, *extra):
+        if which == "fsdp2":
+            return run_train(f"--train.out_dir={tmp_path}", *COMMON, "--train.parallel=fsdp", *extra, nproc=2)
+        return run_train(f"--train.out_dir={tmp_path}", *COMMON, *extra)
+
+    launch(first, "--train.stop_after_step=2", "--train.checkpoint_every=2")
+    proc = launch(second, "--train.checkpoint_every=2")
+    assert "resumed from" in proc.stdout
+    assert losses(tmp_path) == pytest.approx(losses(single_process), rel=1e-4, abs=1e-4)
