@@ -11,6 +11,7 @@ evaluate, checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -170,6 +171,20 @@ def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, t
         raise checkpoint.CheckpointWriteError(error)
 
 
+def failure_line(err: Exception, cfg: Config) -> str | None:
+    """The one-line message of a known fault (docs/failures.md), or None for an unexpected error."""
+    if isinstance(err, (ConfigError, ValueError, NonFiniteError, RunDirError, checkpoint.CheckpointWriteError,
+                        ConsistencyError)):
+        return str(err)
+    resume = f"re-run to resume from the newest checkpoint in {checkpoint.checkpoint_dir(cfg.train.out_dir)}"
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device writing {err.filename or 'a run file'}; free space and {resume}"
+    if peer_failure(err):
+        return (f"lost contact with another rank (it died, stalled or lost its network; collectives wait "
+                f"train.dist_timeout_s={cfg.train.dist_timeout_s:g} s): {str(err).splitlines()[0][:300]}; {resume}")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(sys.argv[1:] if argv is None else argv)  # before any process group starts
@@ -189,17 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         with hold_run_dir(cfg.train.out_dir, dist.is_main):
             train(cfg, dist)
         clean = True
-    except (ConfigError, ValueError, NonFiniteError, RunDirError, checkpoint.CheckpointWriteError,
-            ConsistencyError) as err:
-        print(f"rank {dist.rank}: error: {err}", file=sys.stderr)
-        return 1
-    except RuntimeError as err:
-        if not peer_failure(err):
+    except Exception as err:  # noqa: BLE001 - known faults become one line, the rest keep their traceback
+        line = failure_line(err, cfg)
+        if line is None:
             raise
-        print(f"rank {dist.rank}: error: lost contact with another rank (it died, stalled or lost its network; "
-              f"collectives wait train.dist_timeout_s={cfg.train.dist_timeout_s:g} s): "
-              f"{str(err).splitlines()[0][:300]}. Re-run to resume from the newest checkpoint in "
-              f"{checkpoint.checkpoint_dir(cfg.train.out_dir)}", file=sys.stderr)
+        print(f"rank {dist.rank}: error: {line}", file=sys.stderr)
         return 1
     finally:
         shutdown(clean)

@@ -1,4 +1,5 @@
-"""One writer per run directory: a second holder is refused naming the first; kill -9 frees the directory."""
+"""The run directory and its environment: one writer (a second is refused naming the first; kill -9 frees it),
+an out_dir that is a file, CUDA asked for without CUDA, a full disk: one line each, nothing partial left."""
 
 from __future__ import annotations
 
@@ -87,3 +88,39 @@ def test_trainer_errors_about_the_environment_are_one_line(tmp_path, capsys):
                                "--train.device=cuda"]) == 1
         err = capsys.readouterr().err
         assert "CUDA is not available" in err and "Traceback" not in err
+
+
+def test_disk_full_stops_the_run_with_one_line_and_no_partial_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import torch
+
+    import train_gpt
+    from tests.helpers import FAST, TINY
+    from trainer import checkpoint
+
+    torch.set_num_threads(1)
+    args = ["--config", TINY, *FAST, f"--train.out_dir={tmp_path}", "--train.checkpoint_every=2"]
+    assert train_gpt.main([*args, "--train.steps=2"]) == 0
+
+    class FullDisk(checkpoint._HashingWriter):
+        def write(self, data):
+            self.error = OSError(errno.ENOSPC, "No space left on device")
+            raise self.error
+
+    monkeypatch.setattr(checkpoint, "_HashingWriter", FullDisk)
+    capsys.readouterr()
+    assert train_gpt.main([*args, "--train.steps=4"]) == 1
+    err = capsys.readouterr().err
+    assert "error: no space left on device writing checkpoint" in err and "step_0000004.pt" in err
+    assert "step_0000002.pt is intact" in err and "Traceback" not in err
+    assert sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir()) == [
+        "step_0000002.pt", "step_0000002.pt.sha256"]
+
+    def no_space(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr("trainer.metrics.MetricsWriter.write", no_space)
+    assert train_gpt.main([*args, "--train.steps=4"]) == 1
+    err = capsys.readouterr().err
+    assert f"no space left on device writing {tmp_path / 'metrics.jsonl'}" in err and "Traceback" not in err
