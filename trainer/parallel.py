@@ -58,7 +58,8 @@ def wrap_model(raw_model: nn.Module, *, mode: str, distributed: bool, device: to
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    gradient_as_bucket_view=True)  # gradients are views of the buckets: no second copy
     return model
 
 

@@ -1,0 +1,100 @@
+"""Run under torchrun (gloo): count the bytes each collective brings into this rank during one training step of a
+small GPT (ddp and fsdp, Clipped Scion) and write them (argv[1]/rank{r}.json) beside trainer.scale.step_bytes's formula."""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import optim
+from model import GPT, ModelConfig
+from optim.config import OptimConfig
+from trainer.parallel import apply_fsdp, no_sync
+from trainer.scale import step_bytes
+
+MODEL = dict(n_layer=2, n_head=2, n_embd=24, vocab_size=67, block_size=8, norm="rmsnorm", pos_emb="rope",
+             mlp="relu2", qk_norm=True, bias=False)
+TINY = 64  # scalar all-reduces (loss, norm, dual norm, flags) are left out of the accounting
+
+
+def counting(rank: int, world: int, counts: dict):
+    frac = (world - 1) / world
+
+    def add(key, value):
+        counts[key] = counts.get(key, 0) + value
+
+    real = {name: getattr(dist, name) for name in ("all_gather_single", "reduce_scatter_single", "broadcast",
+                                                     "all_to_all_single")}
+
+    def all_gather_single(output_tensor, input_tensor, *args, **kwargs):
+        add("all_gather (parameters)", frac * output_tensor.numel() * output_tensor.element_size())
+        return real["all_gather_single"](output_tensor, input_tensor, *args, **kwargs)
+
+    def reduce_scatter_single(output, input, *args, **kwargs):
+        add("reduce_scatter (gradients)", frac * input.numel() * input.element_size())
+        return real["reduce_scatter_single"](output, input, *args, **kwargs)
+
+    def broadcast(tensor, src, *args, **kwargs):
+        if src != rank:
+            add("broadcast (Newton-Schulz results)", tensor.numel() * tensor.element_size())
+        return real["broadcast"](tensor, src, *args, **kwargs)
+
+    def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None, *args, **kwargs):
+        received = sum(n for r, n in enumerate(output_split_sizes) if r != rank)
+        add("all_to_all", received * output.element_size())
+        return real["all_to_all_single"](output, input, output_split_sizes, input_split_sizes, *args, **kwargs)
+
+    for name, fn in (("all_gather_single", all_gather_single), ("reduce_scatter_single", reduce_scatter_single),
+                     ("broadcast", broadcast), ("all_to_all_single", all_to_all_single)):
+        setattr(dist, name, fn)
+
+    def ddp_hook(state, bucket):
+        add("all_reduce (gradients)", 2 * frac * bucket.buffer().numel() * bucket.buffer().element_size())
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+        return allreduce_hook(state, bucket)
+
+    return ddp_hook
+
+
+def one_step(mode: str, accum: int, rank: int, world: int) -> dict:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**MODEL))
+    shapes_model = copy.deepcopy(model)
+    counts: dict = {}
+    hook = counting(rank, world, counts)
+    if mode == "ddp":
+        wrapped = DDP(model, gradient_as_bucket_view=True)
+        wrapped.register_comm_hook(None, hook)
+    else:
+        wrapped = apply_fsdp(model, device=torch.device("cpu"), dtype="float32", compile_blocks=False)
+    opt = optim.build(model, OptimConfig(name="unconstrained_clipped_scion", lr=1e-3, rho=1e4))
+    for i in range(accum):
+        x = torch.randint(0, MODEL["vocab_size"], (2, MODEL["block_size"]))
+        ctx = no_sync(wrapped) if i < accum - 1 else torch.enable_grad()
+        with ctx:
+            wrapped(x, x)[1].backward()
+    opt.step()
+    formula = step_bytes(shapes_model, world, mode=mode, optimizer="unconstrained_clipped_scion", accum=accum,
+                         param_bytes=4, reduce_bytes=4, ns_bytes=2, rank=rank)
+    if "all_to_all (to owners)" in formula:
+        formula["all_to_all"] = formula.pop("all_to_all (to owners)") + formula.pop("all_to_all (from owners)")
+    return {"mode": mode, "accum": accum, "rank": rank, "world": world,
+            "measured": {k: round(v) for k, v in counts.items()}, "formula": formula}
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    rows = [one_step(mode, accum, rank, world) for mode, accum in (("ddp", 1), ("fsdp", 1), ("fsdp", 2))]
+    (Path(sys.argv[1]) / f"rank{rank}.json").write_text(json.dumps(rows))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
