@@ -144,6 +144,9 @@ class GRConfig(Section):
     normalized_g1: bool = field(False, help="mix g1/||g1|| instead of g1 (the reference code's default); false = "
                                             "the paper's formula, the exact gradient of L + lambda ||grad L||")
     eps: float = field(1e-12, check=positive, help="guard added to ||g1|| in divisions")
+    sync_perturbations: bool = field(True, help="one global perturbation from the all-rank g1 (world-size free); "
+                                                "false = each rank perturbs with its own local g1, mixed gradients "
+                                                "averaged after (the reference code's default)")
 
     def check(self) -> None:
         if self.warmup != "none" and self.warmup_steps == 0:

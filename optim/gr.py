@@ -10,13 +10,21 @@ s(t) = min(1, t/T_w): "r" ramps r_t = r s(t); "lambda" ramps alpha_t = alpha s(t
 
 The trainer's `backward()` closure zeroes the grads and runs forward/backward over all micro-batches of the *same*
 global batch (DDP-averaged), so g1 is the accumulated full-batch, all-rank gradient and one global perturbation is
-used (the code's `sync_perturbations=True`): the result does not depend on the world size or the micro-batching.
+used (the code's `sync_perturbations=True`, our default): the result does not depend on the world size or the
+micro-batching. `sync_perturbations=False` is the reference code's default: each rank perturbs with its own local g1
+(`backward(sync=False)`, no gradient all-reduce), mixes its local g1 and g2, and the mixed gradients are averaged
+over the ranks once (like SAM's m-sharpness; the result depends on the world size).
+
+Both passes see the same dropout masks, as in the reference (one RNG key for both): the CPU and CUDA RNG states are
+saved before the first pass, restored for the second, and afterwards set to where the first pass left them, so the
+RNG stream continues exactly as after one plain step.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
 from .config import GRConfig
 from .sharding import global_norms
@@ -47,9 +55,11 @@ class GradientRegularization:
         alpha_t = cfg.alpha * s if cfg.warmup == "lambda" else cfg.alpha
         return r_t, alpha_t, True
 
-    def compute(self, params: list[torch.Tensor], backward: Callable[[], torch.Tensor], step: int) -> torch.Tensor:
+    def compute(self, params: list[torch.Tensor], backward: Callable[..., torch.Tensor], step: int) -> torch.Tensor:
         r_t, alpha_t, use_gr = self.schedule(step)
-        loss = backward()
+        local = use_gr and not self.cfg.sync_perturbations and dist.is_available() and dist.is_initialized()
+        rng_before = rng_state() if use_gr else None
+        loss = backward(sync=False) if local else backward()
         if not use_gr:
             return loss
         params = [p for p in params if p.grad is not None]
@@ -61,7 +71,10 @@ class GradientRegularization:
             with torch.no_grad():
                 saved = [p.detach().clone() for p in params]
                 torch._foreach_add_(params, torch._foreach_mul(g1, inv_norm * r_t))
-            backward()  # second pass at theta' = theta + r_t g1/||g1||; grads now hold g2
+            rng_after = rng_state()
+            set_rng_state(rng_before)  # the same dropout masks as the first pass
+            backward(sync=False) if local else backward()  # at theta' = theta + r_t g1/||g1||; grads hold g2
+            set_rng_state(rng_after)  # where one plain pass leaves the RNG
             with torch.no_grad():
                 torch._foreach_copy_(params, saved)
             grads = [p.grad for p in params]
@@ -72,4 +85,20 @@ class GradientRegularization:
             torch._foreach_mul_(g1, inv_norm)
         with torch.no_grad():
             torch._foreach_lerp_(grads, g1, 1.0 - alpha_t)  # g2 + (1-alpha)(g1 - g2) = (1-alpha) g1 + alpha g2
+            if local:  # per-rank perturbations: average the mixed gradients once
+                for g in grads:
+                    dist.all_reduce(g)
+                torch._foreach_div_(grads, float(dist.get_world_size()))
         return loss
+
+
+def rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """The CPU RNG state and, once CUDA is initialized, every CUDA device's (host-side copies, no device sync)."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+
+
+def set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)

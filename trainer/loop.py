@@ -26,18 +26,19 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
     Each micro-batch loss is divided by the number of micro-batches; DDP averages over ranks (its
     all-reduce runs only on the last micro-batch, ``no_sync`` before), so ``.grad`` is the gradient of
     the mean loss over the whole global batch at any world size. Called again (e.g. by gradient
-    regularization at perturbed weights) it recomputes from zero on the same batch.
+    regularization at perturbed weights) it recomputes from zero on the same batch. ``backward(sync=False)``
+    leaves each rank's local gradient (no all-reduce; GR's per-rank perturbations); the loss is still global.
     """
     accum = len(micro_batches)
 
-    def backward() -> torch.Tensor:
+    def backward(sync: bool = True) -> torch.Tensor:
         grads = [p.grad for p in parameters if p.grad is not None]
         if grads:  # zero in place: gradient storage (and the optimizer's chunk plan over it) stays put
             torch._foreach_zero_(grads)
         total = torch.zeros((), device=device, dtype=torch.float32)
         for i, (x, y) in enumerate(micro_batches):
             last = i == accum - 1
-            ctx = contextlib.nullcontext() if last else no_sync(model)
+            ctx = contextlib.nullcontext() if (last and sync) else no_sync(model)
             with ctx:
                 with autocast_context(device, dtype):
                     _, loss = model(x, y)

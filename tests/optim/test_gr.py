@@ -111,3 +111,46 @@ def test_every_warmup_gives_the_plain_gradient_at_step_zero(warmup):
     assert len(rec.seen) == 2
     expected = reference_gr_grad(p.detach(), A, b, lam=0.7 * 0.3)
     assert torch.allclose(p.grad.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def dropout_gpt():
+    from model import GPT, ModelConfig
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=64, block_size=16, dropout=0.2))
+    model.train()
+    idx = torch.randint(0, 64, (2, 2, 16), generator=torch.Generator().manual_seed(1))
+    return model, [(x, x) for x in idx]  # two micro-batches
+
+
+def test_dropout_masks_are_replayed_for_the_perturbed_pass():
+    """r = 1e-6, alpha = 1: g = g2 = grad L(theta + r v) with the same dropout masks, so ||g - g1|| / ||g1|| ~ 0
+    (a new mask draw for the second pass gives about 0.5)."""
+    from trainer.loop import make_backward
+
+    model, batches = dropout_gpt()
+    params = [p for p in model.parameters() if p.requires_grad]
+    backward = make_backward(model, batches, torch.device("cpu"), "float32", params)
+    torch.manual_seed(123)
+    plain_loss = backward()
+    g1 = torch.cat([p.grad.reshape(-1) for p in params])
+    after_plain = torch.get_rng_state()
+    torch.manual_seed(123)
+    gr = GradientRegularization(GRConfig(enabled=True, r=1e-6, alpha=1.0), total_steps=10)
+    loss = gr.compute(params, backward, step=5)
+    g = torch.cat([p.grad.reshape(-1) for p in params])
+    assert ((g - g1).norm() / g1.norm()).item() < 1e-3
+    assert loss.item() == plain_loss.item()
+    assert torch.equal(torch.get_rng_state(), after_plain)  # the RNG is where one plain step leaves it
+
+
+def test_single_process_per_rank_perturbations_are_the_global_ones():
+    """sync_perturbations=False without a process group is the same algorithm (one rank holds the whole batch)."""
+    A, b = quadratic()
+    grads = []
+    for sync in (True, False):
+        p = torch.nn.Parameter(torch.ones(N))
+        GradientRegularization(GRConfig(enabled=True, r=0.3, alpha=0.5, sync_perturbations=sync),
+                               total_steps=10).compute([p], Recorder(p, A, b), step=5)
+        grads.append(p.grad.clone())
+    assert torch.equal(*grads)
