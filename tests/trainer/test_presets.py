@@ -20,6 +20,14 @@ def test_preset_loads(path):
     assert cfg.train.steps > 0
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("recipes/*scion*.toml")), ids=lambda p: p.name)
+def test_scion_recipes_start_from_the_reference_init(path):
+    """The Scion code zero-initializes the residual output projections and orthogonalizes q, k, v separately."""
+    cfg = load_config(["--config", str(path)])
+    assert cfg.model.proj_init == "zero"
+    assert "blocks.*.attn.qkv.weight=3" in cfg.optim.groups.hidden.splits
+
+
 def test_required_keys_and_presets_exist():
     names = {p.name for p in PRESETS}
     assert {"tiny.toml", "gpt2-124m.toml", "gpt2-1b.toml"} <= names
