@@ -37,7 +37,7 @@ def make(layers, seed=0, scale=0.1):
 def set_grads(params, seed, scale=1.0):
     g = torch.Generator().manual_seed(seed)
     for p in params:
-        p.grad = scale * torch.randn(p.shape, generator=g)
+        p.grad = scale * torch.randn(p.shape, generator=g, dtype=p.dtype)
 
 
 def reference_run(layers, x0, grads_per_step, lr, rho, alpha, constrained):
@@ -52,7 +52,7 @@ def reference_run(layers, x0, grads_per_step, lr, rho, alpha, constrained):
             G = sum((d * (x - r * s)).sum() for d, x, s, r in zip(ds, xs, ss, rs))
         else:
             G = -sum(r * (d * s).sum() for d, s, r in zip(ds, ss, rs))
-        eta = 1.0 if rho is None else min(1.0, max(G.item(), 0.0) / rho)
+        eta = 1.0 if rho is None else min(1.0, G.item() / rho)  # the reference code: no clamp at 0
         if constrained:
             xs = [(1 - lr * eta) * x + lr * eta * r * s for x, s, r in zip(xs, ss, rs)]
         else:
@@ -173,3 +173,73 @@ def test_bad_group_settings_are_named():
         Scion([{"params": [p], "radius": -1.0}], lr=0.1)
     with pytest.raises(ValueError, match="rho"):
         ClippedScion([p], lr=0.1, rho=0.0)
+
+
+def sign_layer_outside_the_ball(scale=5.0):
+    """One sign-norm layer (radius 1, lmo = -sign(d)/d_in) at x = -scale sign(g)/d_in: outside the ball, against d,
+    so the Frank-Wolfe gap <d, x - lmo(d)> = -(scale - 1) ||d||_1 / d_in is negative."""
+    g = torch.Generator().manual_seed(4)
+    grad = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    p = torch.nn.Parameter(-scale * torch.sign(grad) / 5)
+    return p, grad
+
+
+@pytest.mark.parametrize("clamp_gap", [False, True])
+def test_negative_gap_takes_the_reference_eta_below_zero_step(clamp_gap):
+    """The reference code's eta = min(1, G/rho) < 0 for a negative gap: x - lr eta v still lowers the linear model
+    <d, x> (by lr G^2/rho); clamp_gap=True freezes the step instead."""
+    p, grad = sign_layer_outside_the_ball()
+    x0 = p.detach().clone()
+    lr, rho = 0.1, 50.0
+    opt = ClippedScion([{"params": [p], "norm": "sign", "radius": 1.0}], lr=lr, rho=rho, alpha=1.0,
+                       constrained=True, clamp_gap=clamp_gap)
+    p.grad = grad.clone()
+    opt.step()
+    G = (grad * (x0 + torch.sign(grad) / 5)).sum()
+    assert G.item() == pytest.approx(-4 * grad.abs().sum().item() / 5, rel=1e-12)
+    assert opt.stats()["dual_norm"].item() == pytest.approx(G.item(), rel=1e-12)
+    if clamp_gap:
+        assert torch.equal(p.detach(), x0)
+        assert opt.stats()["clip_factor"].item() == 0.0
+        return
+    eta = G.item() / rho
+    v = x0 + torch.sign(grad) / 5
+    torch.testing.assert_close(p.detach(), x0 - lr * eta * v, rtol=1e-12, atol=1e-14)
+    assert (grad * (p.detach() - x0)).sum().item() == pytest.approx(-lr * G.item() ** 2 / rho, rel=1e-10)
+
+
+@pytest.mark.parametrize("spectral_lmo", ["svd", "newton_schulz"])
+def test_s3cg_variant1_short_step(spectral_lmo):
+    """Variant 1 (eq. 4.8a) in code units: eta = min(1, 4 G / (rho ||v||^2)), ||v|| = max_l ||x_l - r_l lmo_l||_l/r_l
+    (the product norm, eq. 4.1); inside the ball ||v|| <= 2, so it steps at least as far as Variant 2."""
+    layers = [((6, 10), "sign", 30.0), ((7,), "bias_rms", 0.5), ((8, 12), "spectral", 5.0)]
+    params, groups = make(layers)
+    params = [torch.nn.Parameter(p.detach().double()) for p in params]
+    for group, p in zip(groups, params):
+        group["params"] = [p]
+    x0 = [p.detach().clone() for p in params]
+    rho, lr = 1e4, 0.05
+    opt = ClippedScion(groups, lr=lr, rho=rho, alpha=1.0, constrained=True, variant=1, spectral_lmo=spectral_lmo,
+                       ns_dtype=torch.float64)
+    set_grads(params, 2)
+    ds = [p.grad.double().clone() for p in params]
+    opt.step()
+    if spectral_lmo == "svd":
+        ss = [ref_lmo(d, norm) if norm != "spectral" else
+              -math.sqrt(d.shape[0] / d.shape[1]) * (lambda U, S, Vh: U @ Vh)(*torch.linalg.svd(d, full_matrices=False))
+              for d, (_, norm, _) in zip(ds, layers)]
+    else:
+        ss = [ref_lmo(d, norm) if norm != "spectral" else
+              -math.sqrt(d.shape[0] / d.shape[1]) * newton_schulz5(d, 5, torch.float64) for d, (_, norm, _) in
+              zip(ds, layers)]
+    vs = [x - r * s for x, s, (_, _, r) in zip(x0, ss, layers)]
+    G = sum((d * v).sum() for d, v in zip(ds, vs)).item()
+    v_norm = max(layer_norm(v, LMOSpec(norm)).item() / r for v, (_, norm, r) in zip(vs, layers))
+    eta = min(1.0, 4 * G / (rho * v_norm ** 2))
+    assert v_norm <= 2.0 + 1e-9 and eta >= min(1.0, G / rho)
+    rel = 1e-8 if spectral_lmo == "svd" else 1e-3  # power iteration estimates the spectral norm
+    assert opt.stats()["clip_factor"].item() == pytest.approx(eta, rel=rel)
+    assert eta < 1.0  # the test exercises the short step, not the cap
+    for p, x, v in zip(params, x0, vs):
+        # the LMOs' 1e-8 guard against a zero norm limits the agreement to ~1e-8
+        torch.testing.assert_close(p.detach(), x - lr * opt.stats()["clip_factor"].item() * v, rtol=1e-7, atol=1e-9)
