@@ -88,3 +88,19 @@ def test_orthogonalize_batches_by_shape_and_keeps_order():
         assert o.shape == m.shape
         assert torch.allclose(o, newton_schulz5(m, 5, torch.float32), atol=1e-6)
     assert torch.equal(out[3], torch.zeros(4, 4))
+
+
+def test_exact_svd_orthogonalizer_and_power_iteration():
+    from optim.lmo import spectral_norm_estimate
+    from optim.newton_schulz import svd_orthogonalize
+
+    g = torch.Generator().manual_seed(0)
+    G = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    O = svd_orthogonalize(G)
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    torch.testing.assert_close(O, U @ Vh, rtol=1e-12, atol=1e-12)
+    assert torch.equal(svd_orthogonalize(torch.zeros(4, 3)), torch.zeros(4, 3))  # lmo(0) = 0, as Newton-Schulz
+    M = torch.randn(20, 12, generator=g, dtype=torch.float64)
+    exact = torch.linalg.matrix_norm(M, ord=2).item()
+    estimate = spectral_norm_estimate(M, 20).item()
+    assert estimate <= exact * (1 + 1e-12) and estimate == pytest.approx(exact, rel=1e-3)
