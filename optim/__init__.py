@@ -27,12 +27,14 @@ def describe_assignment(model: torch.nn.Module, cfg: OptimConfig) -> str:
 
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> str:
-    """The built optimizer's groups (role, lr, weight decay, Scion norm/radius, parameter names) as text."""
+    """The built optimizer's groups (role, lr, weight decay, Scion norm/radius, split tensors, parameter names)."""
     lines = [f"{type(optimizer).__name__}: {len(optimizer.param_groups)} parameter groups"]
     for i, group in enumerate(optimizer.param_groups):
         keys = [k for k in ("role", "lr", "weight_decay", "norm", "radius", "use_muon") if k in group]
         settings = " ".join(f"{k}={group[k]:g}" if isinstance(group[k], float) else f"{k}={group[k]}" for k in keys)
         names = group.get("param_names", [f"<{len(group['params'])} unnamed>"])
+        split = sum(s is not None for s in group.get("split_sizes") or [])
+        settings += f" split={split}" if split else ""  # tensors optimized as several layers (q, k, v)
         lines.append(f"  [{i}] {settings} tensors={len(group['params'])}: {', '.join(names)}")
     return "\n".join(lines)
 

@@ -163,6 +163,7 @@ def test_default_rules_split_the_gpt_qkv_into_three():
         assert by_name["blocks.0.attn.proj.weight"] is None
         if name != "muon":  # Muon's AdamW part is elementwise: the bias split is carried but changes nothing
             assert by_name["blocks.0.attn.qkv.bias"] == [attn] * 3
+        assert "norm=spectral radius=50 split=1 " in optim.describe_groups(opt) or name == "muon"
 
 
 def test_split_rules_are_checked_with_the_key_named():
