@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from configs.base import ConfigError
+from configs.cli import HelpFormatter
 from data.tokenizer import EOT, EOT_TEXT, VOCAB_SIZE, gpt2_encoding
 from evals.checkpoint_model import autocast, load_model
 from model.generate import generate
@@ -26,10 +27,11 @@ SEPARATOR = "-" * 40
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--run", help="run directory (train.out_dir); its newest valid checkpoint is used")
     parser.add_argument("--checkpoint", help="a checkpoint file instead of the run's newest")
-    parser.add_argument("--prompt", default="\n", help="text to continue, or FILE:path to read it from a file")
+    parser.add_argument("--prompt", default="\n", help="text to continue, or FILE:path to read it from a file "
+                                                        "(default: %(default)r)")
     parser.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate per sample")
     parser.add_argument("--num-samples", type=int, default=1, help="samples, generated together as one batch")
     parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy")

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from configs.cli import HelpFormatter
 from data.prepare import PrepareConfig, PrepareError, SourceSpec, prepare
 from data.prepare.sources import TEXT_SAMPLE_BY, is_local
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data.fineweb",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     source = parser.add_argument_group("source")
     source.add_argument("--source", default=DEFAULT_SOURCE,
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many tokens in all (a small slice)")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                     help="tokenizer worker processes (0: tokenize in the main process)")
+                     help="tokenizer worker processes (0: tokenize in the main process; default: the CPU "
+                          "cores less one, here %(default)s)")
     run.add_argument("--batch-docs", type=int, default=256, help="documents per batch handed to a worker")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     return parser

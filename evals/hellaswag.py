@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from configs.base import ConfigError
+from configs.cli import HelpFormatter
 
 
 class HellaSwagFormatError(ValueError):
@@ -167,7 +168,7 @@ def score(model, examples, encode, *, rank: int = 0, world_size: int = 1, autoca
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--run", "--run-dir", dest="run",
                         help="run directory (train.out_dir); its newest valid checkpoint is scored")
     parser.add_argument("--checkpoint", help="a checkpoint file instead of the run's newest")

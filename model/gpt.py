@@ -19,7 +19,7 @@ IGNORE_INDEX = -1  # targets equal to this are left out of the loss (nanoGPT / l
 class GPT(nn.Module):
     """Decoder-only transformer (Radford et al. 2019) with the options of `ModelConfig`.
 
-    Parameter names are a contract with `optim/` (see notes/contracts.md): `embed.weight`, `pos_embed.weight`,
+    Parameter names are a contract with `optim/` (its group rules, optim/config.py): `embed.weight`, `pos_embed.weight`,
     `blocks.{i}.{norm1,norm2}.*`, `blocks.{i}.attn.{qkv,proj,q_norm,k_norm}.*`, `blocks.{i}.mlp.{fc,proj}.*`,
     `final_norm.*`, and `head.weight` when untied. When tied, `head.weight is embed.weight`.
     """

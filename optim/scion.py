@@ -13,7 +13,7 @@ Per step k (Pethick et al., NeurIPS 2025, Algorithms 3-4; Scion: Pethick et al.,
 A layer l is a parameter, or a piece of one: a group's `split_sizes` (optim/splits.py) makes q, k and v of a fused
 qkv weight three layers, each with its own LMO, shape scaling and term of G.
 
-`lr` is the code's step, lr = gamma*rho of the paper (brief section 5). G is computed from the same LMO outputs as the
+`lr` is the code's step, lr = gamma*rho of the paper (docs/optimizers.md, rho units). G is computed from the same LMO outputs as the
 update (no extra SVD), once, from the DDP-averaged gradient, so rho means the same at every world size;
 `rho_scaling="reference"` reproduces the public code, which sums G over the ranks (its rho = 600 on 4 GPUs is 150 here).
 Spectral LMOs of all groups run batched by shape and split across DDP ranks (optim/newton_schulz.py).
@@ -152,7 +152,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
 def variant1_factor(ratio: torch.Tensor, params, directions, specs, radii, spectral_lmo: str) -> torch.Tensor:
     """S3CG Variant 1 (eq. 4.8a) in code units: G/rho * 4/||v||^2, ||v|| = max_l ||x_l - r_l lmo_l||_l / r_l.
 
-    The code's rho is Variant 2's 4*rho_paper (brief section 5), so Variant 1's min(rho_paper, G/||v||^2) is
+    The code's rho is Variant 2's 4*rho_paper (docs/optimizers.md), so Variant 1's min(rho_paper, G/||v||^2) is
     lr min(1, 4 G / (rho ||v||^2)); ||v|| <= 2 inside the ball, so Variant 1 steps at least as far as Variant 2.
     Spectral norms by power iteration (exact SVD when spectral_lmo="svd"). ||v|| = 0 means v = 0: factor 0.
     """

@@ -125,3 +125,10 @@ def test_progress_bar_shows_tokens_rate_documents_and_shards(tmp_path, jsonl_sou
     assert fineweb.main(["--source", str(jsonl_source), "--out", str(tmp_path / "out"), *args]) == 0
     err = capsys.readouterr().err
     assert "tok/s" in err and "docs=120" in err and "shards=" in err
+
+
+def test_help_shows_defaults_only_where_they_mean_something():
+    """Flags (--no-progress) store True when absent; "(default: True)" would read as if they were on."""
+    text = fineweb.build_parser().format_help()
+    assert "default: True" not in text and "default: False" not in text and "default: None" not in text
+    assert "(default: 256)" in text and "the CPU cores less one" in text

@@ -29,7 +29,7 @@ def tiny(**overrides):
 
 
 def contract_names(cfg: ModelConfig) -> dict[str, tuple]:
-    """Parameter names and shapes as notes/contracts.md lists them, derived from the config alone."""
+    """Parameter names and shapes as GPT's docstring lists them, derived from the config alone."""
     cfg = cfg.resolved()
     d, V, a, h = cfg.n_embd, cfg.vocab_size, cfg.n_head * cfg.head_dim, cfg.mlp_ratio * cfg.n_embd
     names = {"embed.weight": (V, d)}

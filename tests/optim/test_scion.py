@@ -144,7 +144,7 @@ def test_first_average_is_alpha_times_gradient():
 
 
 def test_clipping_regimes_scale_as_stated():
-    """S < rho: the update is linear in d; S >= rho: invariant to d -> c d for c >= 1 (brief section 9.5)."""
+    """S < rho: the update is linear in d; S >= rho: invariant to d -> c d for c >= 1 (Pethick et al. 2025, sec. 5)."""
     def update(scale, rho):
         params, groups = make(EXACT, scale=0.0)  # x_0 = 0, so x_1 is the update itself
         set_grads(params, 11, scale)
