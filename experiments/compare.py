@@ -1,9 +1,10 @@
 """Run one config with several optimizers (and seeds), each in its own out_dir, then report side by side.
 
-    python -m experiments.compare --config configs/tiny.toml --optims adamw,gclip,dgclip \\
-        --set gclip:optim.lr=0.5 --set dgclip:optim.lr=0.5 --set dgclip:optim.delta=1e-3 -- --train.steps=200
+    python -m experiments.compare --config configs/tiny.toml --optims adamw,gclip,dgclip -- --train.steps=200
+    python -m experiments.compare --config configs/tiny.toml --optims gclip,gclip@lr=0.1 --set gclip@lr=0.1:optim.lr=0.1
 
-`--optims` entries are `optim.name` values, optionally tagged as variants (`adamw@gr` runs adamw in the
+Each optimizer takes its settings from the preset's `[optim.NAME]` table (configs/tiny.toml has all ten), so no
+`--set` is needed for learning rates; `--set` overrides them per run. `--optims` entries are `optim.name` values, optionally tagged as variants (`adamw@gr` runs adamw in the
 directory `adamw-gr`; `--set adamw@gr:optim.gr.enabled=true` configures it). Overrides after `--` apply to every
 run. Re-running the same command skips complete runs and resumes interrupted ones.
 """

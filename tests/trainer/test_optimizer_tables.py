@@ -66,9 +66,13 @@ def test_optimizer_names_never_shadow_optim_keys():
 
 @pytest.mark.parametrize("preset", ["tiny.toml", "gpt2-124m.toml"])
 def test_presets_carry_settings_for_every_optimizer(preset):
+    from configs.base import load_toml
+    optim_values = load_toml(CONFIGS / preset)["optim"]
+    assert "lr" not in optim_values  # a preset-wide lr would override every table
     for name in OPTIMIZERS:
+        assert "lr" in optim_values.get(name, {}), f"{preset} has no [optim.{name}] lr"
         cfg = load_config(["--config", str(CONFIGS / preset), f"--optim.name={name}"])
-        assert cfg.optim.name == name and cfg.optim.lr != OptimConfig().lr, name  # a table set its lr
+        assert cfg.optim.name == name and cfg.optim.lr == optim_values[name]["lr"]
 
 
 @pytest.mark.parametrize("recipe", sorted((CONFIGS / "recipes").glob("*-124m.toml")), ids=lambda p: p.name)
@@ -77,3 +81,18 @@ def test_gpt2_124m_tables_agree_with_the_paper_recipes(recipe):
     from_recipe = load_config(["--config", str(recipe)])
     by_name = load_config(["--config", str(CONFIGS / "gpt2-124m.toml"), f"--optim.name={from_recipe.optim.name}"])
     assert to_dict(by_name.optim) == to_dict(from_recipe.optim)
+
+
+def test_compare_on_tiny_needs_no_set_for_learning_rates(tmp_path):
+    """`experiments.compare --optims a,b,c` resolves each run's config with that optimizer's table."""
+    from configs.base import load_toml
+    from experiments.compare import build_specs
+    from experiments.launch import resolve
+
+    tables = load_toml(CONFIGS / "tiny.toml")["optim"]
+    specs = build_specs(["adamw", "sgd", "unconstrained_clipped_scion", "sgd@slow"], ["sgd@slow:optim.lr=0.01"],
+                        ["--train.steps=10"], tmp_path)
+    configs = {spec.name: resolve(spec, str(CONFIGS / "tiny.toml")).optim for spec in specs}
+    assert configs["adamw"].lr == tables["adamw"]["lr"] and configs["sgd"].momentum == 0.9
+    assert (configs["unconstrained_clipped_scion"].lr, configs["unconstrained_clipped_scion"].rho) == (3e-4, 1e4)
+    assert (configs["sgd-slow"].lr, configs["sgd-slow"].momentum) == (0.01, 0.9)  # --set wins over the table
