@@ -75,11 +75,12 @@ def test_presets_carry_settings_for_every_optimizer(preset):
         assert cfg.optim.name == name and cfg.optim.lr == optim_values[name]["lr"]
 
 
-@pytest.mark.parametrize("recipe", sorted((CONFIGS / "recipes").glob("*-124m.toml")), ids=lambda p: p.name)
-def test_gpt2_124m_tables_agree_with_the_paper_recipes(recipe):
-    """`--optim.name=X` on gpt2-124m.toml gives the optimizer settings of X's recipe."""
+@pytest.mark.parametrize("recipe", sorted((CONFIGS / "recipes").glob("*.toml")), ids=lambda p: p.name)
+def test_gpt2_tables_agree_with_the_paper_recipes(recipe):
+    """`--optim.name=X` on gpt2-124m.toml (gpt2-1b.toml for the 1B recipes) gives the settings of X's recipe."""
     from_recipe = load_config(["--config", str(recipe)])
-    by_name = load_config(["--config", str(CONFIGS / "gpt2-124m.toml"), f"--optim.name={from_recipe.optim.name}"])
+    base = "gpt2-1b.toml" if recipe.stem.endswith("-1b") else "gpt2-124m.toml"
+    by_name = load_config(["--config", str(CONFIGS / base), f"--optim.name={from_recipe.optim.name}"])
     assert to_dict(by_name.optim) == to_dict(from_recipe.optim)
 
 
