@@ -143,3 +143,24 @@ def test_two_ranks_give_the_one_rank_result(run_dir):
     one = run()
     two = run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
     assert len(two) == 1 and json.loads(two[-1]) == json.loads(one[-1])  # rank 0 alone prints
+
+
+def test_hub_source_goes_through_datasets_lazily(monkeypatch):
+    """A source that is not a file is loaded with `datasets` (imported only then); rows like Rowan/hellaswag's."""
+    import types
+    calls = []
+
+    def load_dataset(name, split):
+        calls.append((name, split))
+        return [{"ctx": "A man opens a door.", "endings": ["He walks in.", "It eats."], "label": "0"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    examples = hellaswag.load_examples("Rowan/hellaswag")
+    assert calls == [("Rowan/hellaswag", "validation")] and examples[0].label == 0
+
+    def offline(name, split):
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
+    with pytest.raises(hellaswag.ConfigError, match="not a local file and not loadable from the hub.*no network"):
+        hellaswag.load_examples("Rowan/hellaswag")
