@@ -54,3 +54,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_HOLD_LOCK = ("from trainer.lock import RunDirLock; import sys, time; RunDirLock(sys.argv[1]).acquire(); "
+              "print('held', flush=True); time.sleep(600)")
+
+
+def hold_run_dir_lock(out_dir: Path) -> subprocess.Popen:
+    """Another process holding ``out_dir``'s run lock (kill it to release)."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out_dir)], cwd=REPO_ROOT, env=env(),
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

@@ -89,9 +89,11 @@ def agree_on_gradients(loss_sum: torch.Tensor, grads: list[torch.Tensor]) -> tor
     if any(is_sharded(g) for g in grads):  # FSDP: the optimizer's norm is one all-reduce, so ranks already agree
         dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
         return loss_sum
-    norm = torch._foreach_norm(grads) if grads else []
-    bad = (~torch.isfinite(torch.stack([n.float() for n in norm]).sum())).float() if norm else torch.zeros((), device=loss_sum.device)
-    facts = torch.stack([loss_sum.float(), bad.to(loss_sum.device)])
+    bad = torch.zeros((), device=loss_sum.device)
+    if grads:
+        norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
+        bad = (~torch.isfinite(norms.sum())).float().to(loss_sum.device)
+    facts = torch.stack([loss_sum.float(), bad])
     dist.all_reduce(facts, op=dist.ReduceOp.SUM)
     first = next((g.view(-1)[:1] for g in grads if g.is_contiguous() and g.numel()), None)
     if first is not None:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import REPO_ROOT, env, losses, metrics, run_train, train_cmd
+from tests.helpers import REPO_ROOT, env, hold_run_dir_lock, losses, metrics, run_train, train_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,17 @@ def test_stalled_peer_times_out_instead_of_hanging(tmp_path):
     assert time.time() - stopped < 120, "the run hung far beyond train.dist_timeout_s"
     assert "rank 0: error: lost contact with another rank" in output and "dist_timeout_s=5 s" in output, output[-3000:]
     assert "Traceback" not in output.split("rank 0: error")[0], output[-3000:]
+
+
+def test_busy_run_directory_stops_every_rank_at_once(tmp_path):
+    """Rank 0 alone tries the lock; its refusal reaches every rank, so none waits in a collective."""
+    holder = hold_run_dir_lock(tmp_path)
+    try:
+        proc = run_train(f"--train.out_dir={tmp_path}", *COMMON, nproc=2, check=False, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0
+    busy = f"error: train.out_dir '{tmp_path}' is in use by another run (pid {holder.pid}"
+    assert f"rank 0: {busy}" in proc.stderr and f"rank 1: {busy}" in proc.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()

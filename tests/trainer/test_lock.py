@@ -6,27 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.helpers import REPO_ROOT, env
+from tests.helpers import hold_run_dir_lock
 from trainer.lock import RunDirError, RunDirLock, hold_run_dir
 
-HOLD = "from trainer.lock import RunDirLock; import sys, time; RunDirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
-
-
-def _holder(out_dir):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out_dir)], cwd=REPO_ROOT, env=env(),
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
-def test_second_writer_is_refused_naming_the_holder(tmp_path):
-    proc = _holder(tmp_path)
+def test_second_writer_is_refused_naming_thehold_run_dir_lock(tmp_path):
+    proc = hold_run_dir_lock(tmp_path)
     try:
         started = time.perf_counter()
         with pytest.raises(RunDirError) as caught:
@@ -41,7 +29,7 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
 
 
 def test_kill_9_releases_the_lock(tmp_path):
-    proc = _holder(tmp_path)
+    proc = hold_run_dir_lock(tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     lock = RunDirLock(tmp_path).acquire()  # the stale .lock file does not block

@@ -111,7 +111,8 @@ def test_applied_changes_reach_the_optimizer(run_dir, tmp_path):
     assert [r["lr"] for r in rows] == [0.003, 0.003, 0.01, 0.01]
     assert losses(run_dir)[:3] == losses(unchanged)[:3] and losses(run_dir)[3] != losses(unchanged)[3]
     groups = checkpoint.latest(run_dir)[0]["optimizer"]["param_groups"]
-    assert [(g["weight_decay"], g["betas"][0]) for g in groups] == [(0.5, 0.5), (0.5, 0.5), (0.0, 0.5)]  # vectors: no wd
+    # embed, hidden, vector (vectors take no weight decay)
+    assert [(g["weight_decay"], g["betas"][0]) for g in groups] == [(0.5, 0.5), (0.5, 0.5), (0.0, 0.5)]
     change = json.loads((run_dir / "config_changes.jsonl").read_text().splitlines()[-1])
     assert change["resume_changes"] == "apply" and change["changes"]["optim.lr"] == [0.003, 0.01]
 
