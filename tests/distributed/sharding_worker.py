@@ -45,6 +45,14 @@ def main() -> None:
     wholes16 = sharding.gather_to_owners([d.to_local() for d in dts], layouts, owners, dtype=torch.bfloat16)
     for i, w in wholes16.items():
         assert torch.equal(w, full[i].to(torch.bfloat16)), i
+    # the kernels refuse a DTensor by name instead of reading its (null) storage
+    import kernels
+    try:
+        kernels.global_norm([dts[0]], backend="torch")
+    except TypeError as err:
+        assert "DTensor" in str(err) and "to_local" in str(err), err
+    else:
+        raise AssertionError("kernels.global_norm accepted a DTensor")
     print(f"rank {rank}: ok", flush=True)
     dist.barrier()
     dist.destroy_process_group()
