@@ -155,15 +155,15 @@ def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, t
     if any(s != loaders[0] for s in loaders):
         raise RuntimeError(f"ranks disagree on the data position at step {step}: {loaders}")
     rngs = all_gather_objects(rng_state())
-    model_state = parallel.full_model_state(raw_model)  # whole tensors (collectives under fsdp: every rank calls)
-    optimizer_state = parallel.full_optimizer_state(optimizer)
+    tensors = parallel.checkpoint_tensors(  # fsdp: every rank writes its shards (DCP); else whole state dicts
+        checkpoint.checkpoint_file(cfg.train.out_dir, step), raw_model, optimizer)
     error = None
     if dist.is_main:
         try:
             checkpoint.save(cfg.train.out_dir, step, {
-                "step": step, "skipped_steps": skipped, "model": model_state,
-                "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "loader": loaders[0],
-                "loader_per_rank": loaders, "rng": rngs, "config": to_dict(cfg)}, keep=cfg.train.keep_checkpoints)
+                "step": step, "skipped_steps": skipped, **tensors, "scheduler": scheduler.state_dict(),
+                "loader": loaders[0], "loader_per_rank": loaders, "rng": rngs, "config": to_dict(cfg)},
+                keep=cfg.train.keep_checkpoints)
         except checkpoint.CheckpointWriteError as err:
             error = str(err)
     error = broadcast_object(error)  # every rank stops the same way if rank 0 could not write

@@ -115,7 +115,7 @@ def save(out_dir: str | Path, step: int, state: dict, keep: int) -> Path:
     """
     directory = checkpoint_dir(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step_{step:07d}.pt"
+    final = checkpoint_file(out_dir, step)
     tmp = directory / f".step_{step:07d}.pt.tmp"
     writer = None
     try:
@@ -141,7 +141,13 @@ def save(out_dir: str | Path, step: int, state: dict, keep: int) -> Path:
     for old in older[:max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
         checksum_path(old).unlink(missing_ok=True)
+        shutil.rmtree(old.with_suffix(".dcp"), ignore_errors=True)  # a sharded checkpoint's tensors
     return final
+
+
+def checkpoint_file(out_dir: str | Path, step: int) -> Path:
+    """The path :func:`save` writes the checkpoint of ``step`` to."""
+    return checkpoint_dir(out_dir) / f"step_{step:07d}.pt"
 
 
 def file_sha256(path: Path) -> str:
@@ -172,6 +178,9 @@ def load(path: Path, step: int | None = None, verify: bool = True) -> dict:
         raise ValueError("incomplete (no completion marker)")
     if step is not None and state.get("step") != step:
         raise ValueError(f"holds step {state.get('step')}, its name says {step}")
+    if verify and "sharded" in state:  # the tensors of an fsdp run live in a .dcp directory beside it
+        from trainer.sharded_checkpoint import verify as verify_sharded
+        verify_sharded(path, state)
     return state
 
 
@@ -207,6 +216,8 @@ def quarantine(path: Path) -> Path:
     while target.exists():
         target, n = path.with_name(f"{path.name}.corrupt{n}"), n + 1
     os.replace(path, target)
+    if path.with_suffix(".dcp").is_dir():
+        os.replace(path.with_suffix(".dcp"), target.with_name(target.name + ".dcp"))
     sums = checksum_path(path)
     if sums.exists():
         os.replace(sums, target.with_name(target.name + ".sha256"))

@@ -8,9 +8,10 @@
   Gradient accumulation keeps unsharded gradients local until the last micro-batch (``set_requires_gradient_sync``).
   On CUDA the blocks compute in bf16 with fp32 gradient reduction (``MixedPrecisionPolicy``); on CPU in fp32.
 
-Checkpoints stay in one format for both: whole (unsharded) tensors keyed by parameter name, gathered to every rank
-by :func:`full_model_state` / :func:`full_optimizer_state` and sliced back by the ``load_*`` functions, so a run can
-be resumed at another world size and across ddp <-> fsdp in both directions.
+Checkpoints: ddp (and one process) write whole tensors keyed by parameter name (:func:`full_model_state` /
+:func:`full_optimizer_state`); fsdp writes each rank's shards with DCP (trainer/sharded_checkpoint.py). Either loads
+into either layout at any world size (whole tensors are sliced by the ``load_full_*`` functions, DCP reshards), so
+runs move across ddp <-> fsdp in both directions.
 """
 from __future__ import annotations
 
@@ -108,7 +109,10 @@ def load_full_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> N
 
 
 def _copy_rows(dst: torch.Tensor, whole: torch.Tensor) -> None:
-    if sharding.is_sharded(dst):
+    if sharding.is_sharded(whole):  # already in this run's layout (a sharded checkpoint read by DCP)
+        if whole.to_local().data_ptr() != dst.to_local().data_ptr():
+            dst.to_local().copy_(whole.to_local())
+    elif sharding.is_sharded(dst):
         layout = sharding.row_shards(dst)
         rank = dist.get_rank(layout.group)
         start, size = layout.starts[rank], layout.sizes[rank]
@@ -146,3 +150,26 @@ def load_full_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict) -> Non
                 rows = value[start:start + size].to(param.to_local().device).clone()
                 state[key] = DTensor.from_local(rows, param.device_mesh, param.placements, run_check=False,
                                                 shape=param.shape, stride=param.stride())
+
+
+def checkpoint_tensors(checkpoint_file, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The tensor part of a checkpoint (a collective: every rank calls it).
+
+    Sharded runs write their tensors with DCP into a directory beside ``checkpoint_file``
+    (trainer/sharded_checkpoint.py) and return what the checkpoint file carries instead; plain runs return the whole
+    model and optimizer state dicts.
+    """
+    from trainer import sharded_checkpoint
+
+    if sharded_checkpoint.is_sharded_run(model):
+        return sharded_checkpoint.save_tensors(checkpoint_file, model, optimizer)
+    return {"model": full_model_state(model), "optimizer": full_optimizer_state(optimizer)}
+
+
+def restore_tensors(checkpoint_file, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """``state`` with its tensors present: a sharded checkpoint's are read by DCP into this run's layout."""
+    if "sharded" not in state:
+        return state
+    from trainer import sharded_checkpoint
+
+    return sharded_checkpoint.load_tensors(checkpoint_file, state, model, optimizer)

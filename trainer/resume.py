@@ -206,6 +206,7 @@ def restore(cfg, schema: type, dist, raw_model, optimizer, scheduler, train_load
         return 0, 0
     path = Path(where)
     state = loaded if loaded is not None else checkpoint.load(path, verify=False)  # rank 0 verified it
+    state = parallel.restore_tensors(path, state, raw_model, optimizer)  # fsdp checkpoints: read by DCP
     step = state["step"]
     changes = config_changes(state.get("config", to_dict(cfg)), to_dict(cfg), schema)
     run_changing = {k: v for k, v in changes.items() if not is_resumable(k)}

@@ -75,3 +75,24 @@ def test_checkpoint_moves_between_fsdp_and_one_process(single_process, tmp_path,
     proc = launch(second, "--train.checkpoint_every=2")
     assert "resumed from" in proc.stdout
     assert losses(tmp_path) == pytest.approx(losses(single_process), rel=1e-4, abs=1e-4)
+
+
+def test_sharded_checkpoints_rotate_and_a_flipped_bit_is_caught(tmp_path):
+    """fsdp checkpoints are DCP directories beside checksummed files: rotation removes old directories, a changed
+    shard file makes the checkpoint unreadable (moved aside) and the run resumes from the previous one."""
+    args = (f"--train.out_dir={tmp_path}", *COMMON, "--train.parallel=fsdp", "--train.checkpoint_every=1",
+            "--train.keep_checkpoints=2")
+    run_train(*args, "--train.stop_after_step=3", nproc=2)
+    ckpt = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpt.glob("step_*.dcp")) == ["step_0000002.dcp", "step_0000003.dcp"]
+    tensors = sum(f.stat().st_size for f in (ckpt / "step_0000003.dcp").iterdir())
+    assert (ckpt / "step_0000003.pt").stat().st_size < tensors / 4  # the file holds no tensors, the directory does
+    shard = ckpt / "step_0000003.dcp" / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    proc = run_train(*args, nproc=2)
+    assert "step_0000003.pt" in proc.stderr and "checksum mismatch" in proc.stderr
+    assert "resumed from" in proc.stdout and "at step 2" in proc.stdout
+    assert (ckpt / "step_0000003.pt.corrupt.dcp").is_dir()
+    assert [m["step"] for m in metrics(tmp_path)] == [1, 2, 3, 4]

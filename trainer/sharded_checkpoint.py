@@ -1,0 +1,157 @@
+"""Sharded checkpoints of fsdp runs: each rank writes its own shards with torch.distributed.checkpoint (DCP).
+
+A checkpoint of a run whose parameters are sharded is two things beside each other in ``<out_dir>/checkpoints``:
+
+- ``step_0000100.dcp/``: the model's and the optimizer's tensors, written by every rank in parallel (DCP's file
+  format: one ``__<rank>_0.distcp`` per rank and a ``.metadata``), first under a temporary name, renamed when all
+  ranks are done;
+- ``step_0000100.pt``: the usual checkpoint file (checksummed, atomic, written last, so it marks the checkpoint
+  complete) holding everything else: step, schedule, loader, RNG, config, the optimizer's param groups and scalar
+  state, the model's tensor shapes, and the SHA-256 of every file of the ``.dcp`` directory.
+
+Loading goes through DCP's resharding: the tensors are read into whatever layout the resuming run has (another world
+size, or whole tensors under ddp / one process), so fsdp and ddp checkpoints move both ways. Whole-model
+checkpoints (ddp, one process) stay single ``.pt`` files.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from optim import sharding
+
+_PLACEHOLDER = "dcp:"  # an optimizer-state value stored in the .dcp directory under this key
+
+
+def is_sharded_run(model: torch.nn.Module) -> bool:
+    return any(sharding.is_sharded(p) for p in model.parameters())
+
+
+def dcp_dir(checkpoint_file: Path) -> Path:
+    """The ``.dcp`` directory beside a checkpoint file (``step_0000100.pt`` -> ``step_0000100.dcp``)."""
+    return checkpoint_file.with_suffix(".dcp")
+
+
+def _param_names(optimizer: torch.optim.Optimizer) -> list[str]:
+    names = []
+    for i, group in enumerate(optimizer.param_groups):
+        given = group.get("param_names") or [f"group{i}.param{j}" for j in range(len(group["params"]))]
+        names += list(given)
+    return names
+
+
+def _split_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(optimizer.state_dict() with its non-scalar tensors replaced by placeholders, {key: tensor} of those)."""
+    sd = optimizer.state_dict()
+    sd["state"] = {index: dict(state) for index, state in sd["state"].items()}  # the live state's dicts otherwise
+    names = _param_names(optimizer)
+    tensors = {}
+    for index, state in sd["state"].items():
+        for key, value in list(state.items()):
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                flat = f"optim/{names[index]}/{key}"
+                tensors[flat] = value
+                state[key] = _PLACEHOLDER + flat
+    return sd, tensors
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def save_tensors(final_file: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Write the model's and optimizer's tensors of every rank into ``dcp_dir(final_file)`` (a collective); return the
+    entries the checkpoint file carries instead of them (``model_shapes``, ``optimizer`` with placeholders,
+    ``sharded`` with the directory's name and the SHA-256 of each of its files)."""
+    import torch.distributed.checkpoint as dcp
+
+    target = dcp_dir(final_file)
+    tmp = target.with_name(f".{target.name}.tmp")
+    rank = dist.get_rank()
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    head_optimizer, optimizer_tensors = _split_optimizer_state(optimizer)
+    model_state = model.state_dict()
+    flat = {f"model/{k}": v for k, v in model_state.items()} | optimizer_tensors
+    try:
+        dcp.save(flat, storage_writer=dcp.FileSystemWriter(str(tmp), sync_files=True))
+    except Exception as err:  # noqa: BLE001 - DCP raises the same error on every rank
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        from trainer.checkpoint import CheckpointWriteError
+        raise CheckpointWriteError(f"could not write the sharded tensors of {final_file.name} into {target}: "
+                                   f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; the "
+                                   f"partial directory was removed and the previous checkpoint is intact") from err
+    mine = {p.name: _sha256(p) for p in tmp.iterdir() if p.name.startswith(f"__{rank}_")}
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    files = {name: digest for part in gathered for name, digest in part.items()}
+    if rank == 0:
+        files[".metadata"] = _sha256(tmp / ".metadata")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    dist.barrier()
+    return {"model_shapes": {k: tuple(v.shape) for k, v in model_state.items()}, "optimizer": head_optimizer,
+            "sharded": {"dir": target.name, "files": files}}
+
+
+def verify(checkpoint_file: Path, state: dict) -> None:
+    """Raise ValueError naming what is wrong when the ``.dcp`` directory of a sharded checkpoint is missing or any of
+    its files' SHA-256 differs from the one recorded in the checkpoint file."""
+    directory = checkpoint_file.with_name(state["sharded"]["dir"])
+    if not directory.is_dir():
+        raise ValueError(f"its tensor directory {directory.name} is missing")
+    for name, digest in state["sharded"]["files"].items():
+        path = directory / name
+        if not path.is_file():
+            raise ValueError(f"{directory.name}/{name} is missing")
+        if _sha256(path) != digest:
+            raise ValueError(f"checksum mismatch in {directory.name}/{name}: the file changed after it was written")
+
+
+def load_tensors(checkpoint_file: Path, state: dict, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer) -> dict:
+    """Fill ``state`` (a sharded checkpoint's file contents) with its tensors, read by DCP into this run's layout.
+
+    The model's own parameters and buffers are the read targets (loaded in place); optimizer state tensors are read
+    into fresh tensors shaped like their parameter (sharded like it when it is sharded). Returns ``state`` with
+    ``model`` (the model's own tensors) and ``optimizer`` (a loadable state dict) filled in. When the model's shapes
+    differ from the checkpoint's, returns ``model`` as shape-only (meta) tensors and reads nothing, so the caller's
+    shape check reports the change.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    current = model.state_dict()
+    saved_shapes = state["model_shapes"]
+    if set(saved_shapes) != set(current) or any(tuple(current[k].shape) != tuple(s) for k, s in saved_shapes.items()):
+        return {**state, "model": {k: torch.empty(s, device="meta") for k, s in saved_shapes.items()}}
+    params = dict(zip(_param_names(optimizer), (p for g in optimizer.param_groups for p in g["params"])))
+    head = state["optimizer"]
+    targets = {f"model/{k}": v for k, v in current.items()}
+    optimizer_targets = {}
+    for index, entry in head["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, str) and value.startswith(_PLACEHOLDER):
+                name = value[len(_PLACEHOLDER):].split("/")[1]
+                param = params.get(name)
+                if param is None:
+                    raise ValueError(f"optimizer state for {name!r} in the checkpoint, but no such parameter")
+                optimizer_targets[value[len(_PLACEHOLDER):]] = torch.zeros_like(param)
+    dcp.load(targets | optimizer_targets,
+             storage_reader=dcp.FileSystemReader(str(checkpoint_file.with_name(state["sharded"]["dir"]))))
+    optimizer_state = {**head, "state": {
+        index: {k: optimizer_targets[v[len(_PLACEHOLDER):]] if isinstance(v, str) and v.startswith(_PLACEHOLDER)
+                else v for k, v in entry.items()}
+        for index, entry in head["state"].items()}}
+    return {**state, "model": current, "optimizer": optimizer_state}
