@@ -71,6 +71,12 @@ class TrainConfig(Section):
                                                                       "checkpoint) without changing the schedule; "
                                                                       "for time-boxed jobs")
 
+    def check(self) -> None:
+        if self.consistency_check_every and self.parallel == "fsdp":
+            raise ConfigError("train.consistency_check_every compares the replicated parameters of the ranks; under "
+                              "train.parallel='fsdp' each rank holds other shards, so there is nothing to compare: "
+                              "use train.parallel='ddp' or train.consistency_check_every=0")
+
     def fit(self, world_size: int) -> list[str]:
         """Fit the run to its length and world size, before any process group starts; return one warning per
         change. A too-short run fits warmup and warmdown in (warmup first, see trainer.schedule.fit_phases). The

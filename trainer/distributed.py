@@ -105,9 +105,10 @@ _WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def parameter_checksum(params: list[torch.Tensor]) -> torch.Tensor:
-    """An exact fingerprint of the parameters' bits: the int64 sum of their words (any flipped bit changes it)."""
+    """An exact fingerprint of the parameters' bits: the int64 sum of their words (any flipped bit changes it).
+    Sharded (FSDP) parameters differ across ranks by design and are left out."""
     total = torch.zeros((), dtype=torch.int64, device=params[0].device if params else "cpu")
-    for p in params:
+    for p in (p for p in params if not is_sharded(p)):
         data = p.detach().contiguous().view(-1)
         total += data.view(_WORDS[data.element_size()]).sum(dtype=torch.int64)
     return total

@@ -112,3 +112,12 @@ def test_disk_full_stops_the_run_with_one_line_and_no_partial_file(tmp_path, cap
     assert train_gpt.main([*args, "--train.steps=4"]) == 1
     err = capsys.readouterr().err
     assert f"no space left on device writing {tmp_path / 'metrics.jsonl'}" in err and "Traceback" not in err
+
+
+def test_consistency_check_needs_replicated_parameters():
+    from configs.base import ConfigError
+    from configs.schema import load_config
+    from tests.helpers import TINY
+    with pytest.raises(ConfigError, match="train.consistency_check_every .* train.parallel='fsdp'"):
+        load_config(["--config", TINY, "--train.consistency_check_every=10", "--train.parallel=fsdp"])
+    assert load_config(["--config", TINY, "--train.consistency_check_every=10"]).train.consistency_check_every == 10
