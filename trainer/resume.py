@@ -65,7 +65,7 @@ def _set_aside(out_dir: Path, paths: list[Path]) -> Path:
     archive = checkpoint.checkpoint_dir(out_dir) / time.strftime("replaced-%Y%m%d-%H%M%S", time.gmtime())
     archive.mkdir(parents=True, exist_ok=True)
     for path in paths:
-        for part in (path, checkpoint.checksum_path(path)):
+        for part in (path, checkpoint.checksum_path(path), path.with_suffix(".dcp")):  # .dcp: fsdp tensors
             if part.exists():
                 os.replace(part, archive / part.name)
     metrics = out_dir / "metrics.jsonl"
