@@ -9,7 +9,8 @@ Per element, with c = clip_factor(norm) (kernels.clip_factor):
     p = p − lr·u  (decoupled: p = p·(1 − lr·wd) − lr·u)
 Rule none with coupled wd is ``torch.optim.SGD(momentum, weight_decay, nesterov)`` (dampening 0) exactly; rule
 gclip is torch ``clip_grad_norm_`` followed by that ``SGD``.
-If ``norm`` is non-finite nothing is written. Parameters may be fp32 or bf16; the math is fp32.
+If ``norm`` is non-finite nothing is written. A 1-element tensor ``lr`` is used on the device (the torch reference
+path). Parameters may be fp32 or bf16; the math is fp32.
 """
 from __future__ import annotations
 
@@ -51,7 +52,12 @@ def clipped_sgd_update_torch(params, grads, momenta, norm, *, lr, rule, gamma, d
         u = torch._foreach_add(g_scaled, m_new, alpha=momentum) if nesterov else m_new
     else:
         u = g_scaled
-    if weight_decay_mode == "decoupled":
+    if isinstance(lr, torch.Tensor):  # a device tensor lr: no host read (alpha= would read it)
+        lr = lr.to(device=p32[0].device, dtype=p32[0].dtype)
+        u = torch._foreach_mul(u, -lr)
+        p_new = torch._foreach_mul(p32, 1.0 - lr * weight_decay) if weight_decay_mode == "decoupled" else p32
+        p_new = torch._foreach_add(p_new, u)
+    elif weight_decay_mode == "decoupled":
         p_new = torch._foreach_mul(p32, 1.0 - lr * weight_decay)
         torch._foreach_add_(p_new, u, alpha=-lr)
     else:
@@ -154,7 +160,10 @@ def check_update_args(params, grads, momenta, norm, *, lr, rule, gamma, delta, b
     params = check_list(params, "params", op=op)
     grads = check_list(grads, "grads", op=op)
     validate_clip_args(rule, gamma, delta, beta)
-    lr = check_python_float(lr, "lr", op=op)
+    if isinstance(lr, torch.Tensor) and lr.numel() == 1:  # a tensor lr (torch.optim allows it) stays on the device
+        lr = lr.detach().reshape(())
+    else:
+        lr = check_python_float(lr, "lr", op=op)
     momentum = check_python_float(momentum, "momentum", op=op)
     weight_decay = check_python_float(weight_decay, "weight_decay", op=op)
     if not 0.0 <= momentum < 1.0:
@@ -193,7 +202,7 @@ def clipped_sgd_update_(params, grads, momenta, norm, *, lr, rule, gamma=None, d
             raise ValueError(f"kernels.{op}: params is empty but grads/momenta are not")
         return
     named = {"params": params, "grads": grads, "momenta": momenta}
-    table = triton_table(backend, named, op=op)
+    table = None if isinstance(lr, torch.Tensor) else triton_table(backend, named, op=op)  # tensor lr: reference
     if table is not None:
         clipped_sgd_update_triton(table, norm, **kwargs)
         return

@@ -6,14 +6,23 @@
 - A step with a non-finite gradient writes nothing, adds 1 to `skipped_steps` and to `consecutive_skips` (reset to 0
   by the next good step), all decided on the device.
 - State is created lazily, once (`state_buffer`); a steady-state step allocates nothing parameter-sized for state.
-- `state_dict()` carries the counters; `load_state_dict()` matches the saved state to the parameters by the
-  `param_names` of each group (torch's named-parameter groups), so a reordering cannot silently misplace state.
+- `state_dict()` carries the counters; `load_state_dict()` runs torch's load pre-hooks, then matches the saved state
+  to the parameters by the `param_names` of each group (torch's named-parameter groups), so a reordering cannot
+  silently misplace state, and refuses a state whose settings contradict this optimizer's (`_MUST_MATCH`).
+- Every setting lives in the param groups (optim/settings.py), so `copy.deepcopy`, pickling and `state_dict()` carry
+  it; a process group is kept by deepcopy and refused by pickle. `add_param_group` validates every group (also the
+  ones given to `__init__`) with the class's `_check_group`.
 """
 from __future__ import annotations
+
+import copy
+from collections import OrderedDict
 
 import torch
 
 from .sharding import global_norms
+
+from .settings import check_lr, group_label, run_load_pre_hooks
 
 
 def finite_flag(norm: torch.Tensor) -> torch.Tensor:
@@ -52,7 +61,66 @@ COUNTERS = ("skipped_steps", "consecutive_skips")
 
 
 class OptimizerStatsMixin:
-    """Mixin for torch.optim.Optimizer subclasses: stats, skip counter in the state dict, name-keyed loading."""
+    """Mixin for torch.optim.Optimizer subclasses: stats, skip counter in the state dict, name-keyed loading,
+    settings kept in the param groups, validation of every group, deepcopy/pickle of the whole optimizer.
+
+    Subclasses declare `_MUST_MATCH` (group keys a loaded state must agree with: the algorithm and its optimizer-wide
+    settings), `_RUNTIME` (keys about where/how to run, e.g. `backend`: the running optimizer's value wins over a
+    loaded one) and implement `_check_group(group, where)`. Other keys follow torch: the loaded values win."""
+
+    _MUST_MATCH: tuple[str, ...] = ()
+    _RUNTIME: tuple[str, ...] = ("backend",)
+    _SETTINGS: tuple[str, ...] = ()  # optimizer-wide: equal in every group
+
+    def _check_group(self, group: dict, where: str) -> None:
+        check_lr(group["lr"], where)
+
+    def _family(self) -> str:
+        """The class that defines the rules (GClip and SGD are ClippedSGD, Scion is ClippedScion): what a state fits."""
+        return next(c.__name__ for c in type(self).__mro__ if "_check_group" in vars(c))
+
+    def add_param_group(self, param_group: dict) -> None:
+        if self.__dict__.get("param_groups"):
+            first = self.param_groups[0]
+            for key in self._SETTINGS:
+                param_group.setdefault(key, first[key])
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        index = len(self.param_groups) - 1
+        where = group_label(index, group)
+        try:
+            for key in self._SETTINGS:
+                if self.param_groups[0][key] != group[key]:
+                    raise ValueError(f"{where}: {key} is an optimizer-wide setting; this optimizer has "
+                                     f"{key}={self.param_groups[0][key]!r}, the group sets {group[key]!r}")
+            self._check_group(group, where)
+        except Exception:
+            self.param_groups.pop()
+            raise
+
+    def _full_state(self) -> dict:
+        state = super().__getstate__()
+        for key in ("_counters", "_last_stats", "process_group"):
+            if key in self.__dict__:
+                state[key] = self.__dict__[key]
+        return state
+
+    def __getstate__(self):
+        state = self._full_state()
+        if state.get("process_group") is not None:
+            raise TypeError(f"cannot pickle {type(self).__name__} bound to a process group: pickle its state_dict() "
+                            f"and rebuild the optimizer with the process group instead")
+        return state
+
+    def __deepcopy__(self, memo):
+        state = self._full_state()
+        group = state.get("process_group")
+        if group is not None:
+            memo[id(group)] = group  # the copy runs on the same process group
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(state, memo))
+        return new
 
     def _counter_device(self) -> torch.device:
         for group in self.param_groups:
@@ -87,15 +155,44 @@ class OptimizerStatsMixin:
 
     def state_dict(self):
         sd = super().state_dict()
+        sd["optimizer"] = self._family()
         sd["counters"] = {k: v.clone() for k, v in self.__dict__.get("_counters", {}).items()}
         return sd
 
     def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
+        state_dict = run_load_pre_hooks(self, state_dict)
         counters = state_dict.pop("counters", {})
-        super().load_state_dict(remap_state_by_names(self, state_dict))
+        family = state_dict.pop("optimizer", None)  # absent from torch's own and from older state dicts
+        if family is not None and family != self._family():
+            raise ValueError(f"optimizer state was saved by {family}, this optimizer is {self._family()}")
+        state_dict = self._reconcile_settings(remap_state_by_names(self, state_dict))
+        hooks = self._optimizer_load_state_dict_pre_hooks
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()  # already run above
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks = hooks
         device = self._counter_device()
         self.__dict__["_counters"] = {k: v.to(device) for k, v in counters.items()}
+
+    def _reconcile_settings(self, state_dict: dict) -> dict:
+        """Saved groups completed with this optimizer's keys they lack (older or foreign states), `_RUNTIME` keys
+        taken from this optimizer; a ValueError naming every `_MUST_MATCH` key whose saved value differs."""
+        saved_groups, groups = state_dict["param_groups"], self.param_groups
+        if len(saved_groups) != len(groups):
+            raise ValueError(f"optimizer state has {len(saved_groups)} parameter groups, this "
+                             f"{type(self).__name__} has {len(groups)}")
+        conflicts, new_groups = [], []
+        for i, (saved, current) in enumerate(zip(saved_groups, groups)):
+            for key in self._MUST_MATCH:
+                if key in saved and key in current and saved[key] != current[key]:
+                    conflicts.append(f"{group_label(i, current)}: saved {key}={saved[key]!r}, "
+                                     f"this optimizer has {key}={current[key]!r}")
+            runtime = {k: current[k] for k in self._RUNTIME if k in current}
+            new_groups.append({**{k: v for k, v in current.items() if k != "params"}, **saved, **runtime})
+        if conflicts:
+            raise ValueError(f"optimizer state does not fit this {type(self).__name__}: " + "; ".join(conflicts))
+        return {**state_dict, "param_groups": new_groups}
 
 
 def run_closure(closure):

@@ -30,6 +30,7 @@ from .base import (
     run_closure,
 )
 from .sharding import global_norms, local_list
+from .settings import OptimizerSetting, check_backend, check_lr, check_range, check_torch_flags
 
 
 NORM_SCOPES = ("global", "group", "tensor")
@@ -38,30 +39,40 @@ NORM_SCOPES = ("global", "group", "tensor")
 class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
     """SGD whose step is scaled by a clip factor of the gradient norm; `rule` in none|gclip|dgclip|normalized."""
 
+    _SETTINGS = ("norm_scope", "backend")
+    _MUST_MATCH = ("rule", "weight_decay_mode", "norm_scope")
+    norm_scope = OptimizerSetting()
+    backend = OptimizerSetting()
+
     def __init__(self, params, lr: float, *, rule: str = "none", gamma: float | None = None, delta: float = 0.0,
                  beta: float = 0.0, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                 weight_decay_mode: str = "coupled", norm_scope: str = "global", backend: str = "auto"):
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if rule not in kernels.CLIP_RULES:
-            raise ValueError(f"rule must be one of {kernels.CLIP_RULES}, got {rule!r}")
-        if rule in ("gclip", "dgclip") and not (gamma is not None and gamma > 0):
-            raise ValueError(f"rule {rule!r} needs gamma > 0, got {gamma}")
-        if not 0 <= delta <= 1:
-            raise ValueError(f"delta must be in [0, 1], got {delta}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if nesterov and momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
-        if weight_decay_mode not in kernels.WEIGHT_DECAY_MODES:
-            raise ValueError(f"weight_decay_mode must be one of {kernels.WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}")
-        if norm_scope not in NORM_SCOPES:
-            raise ValueError(f"norm_scope must be one of {NORM_SCOPES}, got {norm_scope!r}")
+                 weight_decay_mode: str = "coupled", norm_scope: str = "global", backend: str = "auto",
+                 **torch_flags):
+        check_torch_flags(type(self).__name__, **torch_flags)
         defaults = dict(lr=lr, rule=rule, gamma=gamma, delta=delta, beta=beta, momentum=momentum, nesterov=nesterov,
-                        weight_decay=weight_decay, weight_decay_mode=weight_decay_mode)
+                        weight_decay=weight_decay, weight_decay_mode=weight_decay_mode, norm_scope=norm_scope,
+                        backend=backend)
         super().__init__(params, defaults)
-        self.norm_scope = norm_scope
-        self.backend = backend
+
+    def _check_group(self, group: dict, where: str) -> None:
+        check_lr(group["lr"], where)
+        rule, gamma = group["rule"], group["gamma"]
+        if rule not in kernels.CLIP_RULES:
+            raise ValueError(f"{where}: rule must be one of {kernels.CLIP_RULES}, got {rule!r}")
+        if rule in ("gclip", "dgclip") and not (isinstance(gamma, (int, float)) and gamma > 0):
+            raise ValueError(f"{where}: rule {rule!r} needs gamma > 0, got {gamma}")
+        check_range(group["delta"], "delta", 0, 1, where)
+        check_range(group["beta"], "beta", 0, float("inf"), where)
+        check_range(group["momentum"], "momentum", 0, 1, where, high_open=True)
+        check_range(group["weight_decay"], "weight_decay", 0, float("inf"), where)
+        if group["nesterov"] and group["momentum"] == 0:
+            raise ValueError(f"{where}: nesterov=True needs momentum > 0")
+        if group["weight_decay_mode"] not in kernels.WEIGHT_DECAY_MODES:
+            raise ValueError(f"{where}: weight_decay_mode must be one of {kernels.WEIGHT_DECAY_MODES}, "
+                             f"got {group['weight_decay_mode']!r}")
+        if group["norm_scope"] not in NORM_SCOPES:
+            raise ValueError(f"{where}: norm_scope must be one of {NORM_SCOPES}, got {group['norm_scope']!r}")
+        check_backend(group, where)
 
     def _clip_kwargs(self, group: dict) -> dict:
         return dict(rule=group["rule"], gamma=group["gamma"], delta=group["delta"], beta=group["beta"])
@@ -92,7 +103,8 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
                     norm = torch.where(ok, norm, nan)
                     factors.append(kernels.clip_factor(norm, **self._clip_kwargs(group)))
                 kernels.clipped_sgd_update_(  # elementwise: on the local shards when sharded (FSDP)
-                    local_list(ps), local_list(gs), local_list(ms), norm, lr=float(group["lr"]), momentum=group["momentum"],
+                    local_list(ps), local_list(gs), local_list(ms), norm, lr=group["lr"],
+                    momentum=group["momentum"],
                     nesterov=group["nesterov"], weight_decay=float(group["weight_decay"]),
                     weight_decay_mode=group["weight_decay_mode"], backend=self.backend, **self._clip_kwargs(group))
         factor = kernels.clip_factor(global_norm, **self._clip_kwargs(work[0][0])) if self.norm_scope == "global" \

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import re
 
@@ -35,10 +35,11 @@ _SCION = frozenset({"alpha", "ns_steps", "ns_dtype", "split_orthogonalization", 
 _CLIPPED_SCION = _SCION | {"rho", "rho_scaling", "clamp_gap"}
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "adamw": OptimizerSpec(frozenset({"weight_decay", "beta1", "beta2", "eps"}),
-                           "torch AdamW (fused), decoupled weight decay"),
+    "adamw": OptimizerSpec(frozenset({"weight_decay", "beta1", "beta2", "eps", "max_grad_norm", "fused"}),
+                           "torch AdamW (fused where possible), decoupled weight decay"),
     "muon": OptimizerSpec(frozenset({"weight_decay", "momentum", "nesterov", "beta1", "beta2", "eps", "adamw_lr",
-                                     "ns_steps", "ns_dtype", "split_orthogonalization", "spectral_lmo"}),
+                                     "ns_steps", "ns_dtype", "split_orthogonalization", "spectral_lmo",
+                                     "max_grad_norm"}),
                           "Muon (Nesterov 0.95, Newton-Schulz) on spectral roles, AdamW elsewhere"),
     "sgd": OptimizerSpec(_SGD, "SGD with optional (Nesterov) momentum"),
     "gclip": OptimizerSpec(_SGD | {"gamma", "norm_scope"}, "clipped GD, step lr*min(1, gamma/||g||)"),
@@ -195,6 +196,11 @@ class OptimConfig(Section):
     eps: float = field(1e-8, check=positive, help="AdamW epsilon")
     adamw_lr: float = field(0.0018, check=non_negative, help="muon: base lr of the AdamW part (parameters whose "
                                                              "rule norm is not spectral)")
+    max_grad_norm: Optional[float] = field(
+        None, check=positive, help="adamw, muon: clip the gradients to this global L2 norm inside the step (torch's "
+                                   "clip_grad_norm_; unset = off); the logged grad_norm is the pre-clip norm")
+    fused: Union[Literal["auto"], bool] = field(
+        "auto", help="adamw: torch's fused kernel (auto: where the device and contiguity allow it; false: foreach ops)")
     ns_steps: int = field(5, check=at_least(1), help="Newton-Schulz iterations of the spectral LMO / Muon")
     ns_dtype: Literal["bfloat16", "float32"] = field("bfloat16", help="Newton-Schulz compute dtype")
     spectral_lmo: Literal["newton_schulz", "svd"] = field(

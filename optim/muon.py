@@ -24,9 +24,20 @@ from .base import (
 from .lmo_sharded import orthogonalize_sharded
 from .newton_schulz import orthogonalize
 from .sharding import local, local_list, shard_group
+from .settings import (
+    DtypeSetting,
+    OptimizerSetting,
+    check_backend,
+    check_betas,
+    check_lr,
+    check_max_grad_norm,
+    check_range,
+    check_orthogonalization,
+    check_torch_flags,
+    clip_coefficient,
+    dtype_name,
+)
 from .splits import check_group_splits, sizes_by_param, split_pieces
-
-_NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def muon_scale(shape: torch.Size) -> float:
@@ -35,29 +46,52 @@ def muon_scale(shape: torch.Size) -> float:
 
 
 class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
-    """Muon for groups with `use_muon=True` (default), AdamW (betas, eps) for groups with `use_muon=False`."""
+    """Muon for groups with `use_muon=True` (default), AdamW (betas, eps) for groups with `use_muon=False`.
+
+    `max_grad_norm` (None: off) scales every gradient by min(1, max_grad_norm / (||g|| + 1e-6)) before the update,
+    torch's clip_grad_norm_ with the global norm the step computes anyway; stats()["grad_norm"] stays the pre-clip
+    norm."""
+
+    _SETTINGS = ("ns_steps", "ns_dtype", "split_across_ranks", "max_grad_norm", "backend", "spectral_lmo")
+    _MUST_MATCH = ("use_muon", "ns_steps", "ns_dtype", "max_grad_norm", "spectral_lmo", "split_sizes")
+    _RUNTIME = ("backend", "split_across_ranks")
+    ns_steps = OptimizerSetting()
+    ns_dtype = DtypeSetting()
+    split_across_ranks = OptimizerSetting()
+    max_grad_norm = OptimizerSetting()
+    backend = OptimizerSetting()
+    spectral_lmo = OptimizerSetting()
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, *,
                  use_muon: bool = True, ns_steps: int = 5, ns_dtype: str | torch.dtype = "bfloat16",
-                 split_across_ranks: bool = True, process_group=None, backend: str = "auto",
-                 spectral_lmo: str = "newton_schulz"):
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+                 split_across_ranks: bool = True, max_grad_norm: float | None = None, process_group=None,
+                 backend: str = "auto", spectral_lmo: str = "newton_schulz", **torch_flags):
+        check_torch_flags(type(self).__name__, **torch_flags)
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, betas=tuple(betas),
-                        eps=eps, use_muon=use_muon)
+                        eps=eps, use_muon=use_muon, ns_steps=ns_steps, ns_dtype=dtype_name(ns_dtype),
+                        split_across_ranks=split_across_ranks, max_grad_norm=max_grad_norm, backend=backend,
+                        spectral_lmo=spectral_lmo)
         super().__init__(params, defaults)
-        for i, group in enumerate(self.param_groups):
-            if group["use_muon"] and any(p.ndim != 2 for p in group["params"]):
-                raise ValueError(f"param group {i}: Muon orthogonalizes 2-D matrices only; put other tensors in a "
-                                 f"group with use_muon=False")
-            check_group_splits(group, i)
-        self.ns_steps = ns_steps
-        self.ns_dtype = _NS_DTYPES[ns_dtype] if isinstance(ns_dtype, str) else ns_dtype
-        self.split_across_ranks = split_across_ranks
         self.process_group = process_group
-        self.backend = backend
-        self.spectral_lmo = spectral_lmo
+
+    def _check_group(self, group: dict, where: str) -> None:
+        check_lr(group["lr"], where)
+        check_range(group["momentum"], "momentum", 0, 1, where, high_open=True)
+        if group["nesterov"] and group["momentum"] == 0:
+            raise ValueError(f"{where}: nesterov=True needs momentum > 0")
+        check_range(group["weight_decay"], "weight_decay", 0, float("inf"), where)
+        check_betas(group, where)
+        check_range(group["eps"], "eps", 0, float("inf"), where, low_open=True)
+        check_max_grad_norm(group["max_grad_norm"], where)
+        if group["use_muon"]:
+            shapes = [tuple(p.shape) for p in group["params"] if p.ndim != 2]
+            if shapes:
+                raise ValueError(f"{where}: Muon orthogonalizes 2-D matrices only, got shapes {shapes}; put other "
+                                 f"tensors in a group with use_muon=False")
+        check_group_splits(group, where)
+        check_orthogonalization(group, where)
+        check_backend(group, where)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -70,6 +104,9 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         work = [(group, params, local_list(grads)) for group, params, grads in work]  # FSDP: this rank's rows
         for _, _, grads in work:
             zero_where_not_(grads, ok)
+        if self.max_grad_norm is not None:  # clip_grad_norm_ with the norm computed above (grad_norm stays pre-clip)
+            coef = torch.where(ok, clip_coefficient(grad_norm, self.max_grad_norm), 1.0)
+            torch._foreach_mul_([g for _, _, grads in work for g in grads], coef)
         self._muon_step([w for w in work if w[0]["use_muon"]], ok, okf)
         for group, params, grads in work:
             if not group["use_muon"]:
@@ -107,13 +144,13 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
                                   split_across_ranks=self.split_across_ranks, process_group=self.process_group,
                                   method=self.spectral_lmo)
         for (group, p, shape_scale), o in zip(targets, ortho):
-            lr = float(group["lr"])
+            lr = group["lr"]  # a float, or a 1-element tensor used on the device
             p.mul_(1 - lr * float(group["weight_decay"]) * okf)
             p.add_(o * (-lr * shape_scale * okf))
 
     def _adamw_step(self, group, params, grads, ok, okf) -> None:
         beta1, beta2 = group["betas"]
-        lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
+        lr, wd, eps = group["lr"], float(group["weight_decay"]), float(group["eps"])
         b1 = torch.where(ok, beta1, 1.0)  # a skipped step keeps the moments: m = 1*m + 0*0
         b2 = torch.where(ok, beta2, 1.0)
         for p, g in zip(params, grads):

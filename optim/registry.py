@@ -26,7 +26,8 @@ class OptimizerEntry:
 
 def _adamw(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
     return AdamW(build_param_groups(named, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                 weight_decay=cfg.weight_decay, backend=cfg.backend)
+                 weight_decay=cfg.weight_decay, fused=None if cfg.fused == "auto" else cfg.fused,
+                 max_grad_norm=cfg.max_grad_norm, backend=cfg.backend)
 
 
 def _muon(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -37,7 +38,8 @@ def _muon(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
     return Muon(groups, lr=cfg.lr, momentum=0.95 if cfg.momentum is None else cfg.momentum,
                 nesterov=True if cfg.nesterov is None else cfg.nesterov, weight_decay=cfg.weight_decay,
                 betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, ns_steps=cfg.ns_steps, ns_dtype=cfg.ns_dtype,
-                split_across_ranks=cfg.split_orthogonalization, backend=cfg.backend, spectral_lmo=cfg.spectral_lmo)
+                split_across_ranks=cfg.split_orthogonalization, max_grad_norm=cfg.max_grad_norm,
+                backend=cfg.backend, spectral_lmo=cfg.spectral_lmo)
 
 
 def _sgd_family(rule: str) -> Callable[[NamedParams, OptimConfig], torch.optim.Optimizer]:

@@ -28,54 +28,80 @@ import kernels
 from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
 from .lmo import NORMS, LMOSpec, layer_norm, lmo_many
 from .lmo_sharded import lmo_many_sharded
-from .newton_schulz import ORTHOGONALIZERS
 from .sharding import global_norms, local_list, shard_group, sum_across
+from .settings import (
+    DtypeSetting,
+    OptimizerSetting,
+    check_backend,
+    check_lr,
+    check_orthogonalization,
+    check_range,
+    check_torch_flags,
+    dtype_name,
+    lr_buckets,
+)
 from .splits import check_group_splits, sizes_by_param, split_pieces
-
-_NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
     """(Unconstrained) Clipped Scion; `rho=None` gives (Unconstrained) Scion. Groups carry `norm` and `radius`."""
 
+    _SETTINGS = ("rho", "constrained", "rho_scaling", "ns_steps", "ns_dtype", "split_across_ranks", "backend",
+                 "spectral_lmo", "clamp_gap", "variant")
+    _MUST_MATCH = ("rho", "constrained", "rho_scaling", "ns_steps", "ns_dtype", "spectral_lmo", "clamp_gap",
+                   "variant", "norm", "normalized", "transpose", "split_sizes")
+    _RUNTIME = ("backend", "split_across_ranks")
+    rho = OptimizerSetting()
+    constrained = OptimizerSetting()
+    rho_scaling = OptimizerSetting()
+    ns_steps = OptimizerSetting()
+    ns_dtype = DtypeSetting()
+    split_across_ranks = OptimizerSetting()
+    backend = OptimizerSetting()
+    spectral_lmo = OptimizerSetting()
+    clamp_gap = OptimizerSetting()
+    variant = OptimizerSetting()
+
     def __init__(self, params, lr: float, rho: float | None, alpha: float = 0.1, constrained: bool = False, *,
                  norm: str = "spectral", radius: float = 1.0, normalized: bool | None = None, transpose: bool = False,
                  rho_scaling: str = "world_size_free", ns_steps: int = 5, ns_dtype: str | torch.dtype = "bfloat16",
                  split_across_ranks: bool = True, process_group=None, backend: str = "auto",
-                 spectral_lmo: str = "newton_schulz", clamp_gap: bool = False, variant: int = 2):
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if rho is not None and not rho > 0:
-            raise ValueError(f"rho must be > 0 (or None for Scion), got {rho}")
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        if spectral_lmo not in ORTHOGONALIZERS:
-            raise ValueError(f"spectral_lmo must be one of {ORTHOGONALIZERS}, got {spectral_lmo!r}")
-        if variant not in (1, 2):
-            raise ValueError(f"variant must be 1 or 2 (S3CG short step, eq. 4.8a/b), got {variant!r}")
-        if rho_scaling not in ("world_size_free", "reference"):
-            raise ValueError(f"rho_scaling must be 'world_size_free' or 'reference', got {rho_scaling!r}")
-        defaults = dict(lr=lr, alpha=alpha, norm=norm, radius=radius, normalized=normalized, transpose=transpose)
+                 spectral_lmo: str = "newton_schulz", clamp_gap: bool = False, variant: int = 2, **torch_flags):
+        check_torch_flags(type(self).__name__, **torch_flags)
+        defaults = dict(lr=lr, alpha=alpha, norm=norm, radius=radius, normalized=normalized, transpose=transpose,
+                        rho=rho, constrained=constrained, rho_scaling=rho_scaling, ns_steps=ns_steps,
+                        ns_dtype=dtype_name(ns_dtype), split_across_ranks=split_across_ranks, backend=backend,
+                        spectral_lmo=spectral_lmo, clamp_gap=clamp_gap, variant=variant)
         super().__init__(params, defaults)
-        for i, group in enumerate(self.param_groups):
-            if group["norm"] not in NORMS:
-                raise ValueError(f"param group {i}: norm must be one of {NORMS}, got {group['norm']!r}")
-            if not group["radius"] > 0:
-                raise ValueError(f"param group {i}: radius must be > 0, got {group['radius']}")
-            if not 0 < group["alpha"] <= 1:
-                raise ValueError(f"param group {i}: alpha must be in (0, 1], got {group['alpha']}")
-            check_group_splits(group, i)
-        self.rho = rho
-        self.constrained = constrained
-        self.rho_scaling = rho_scaling
-        self.ns_steps = ns_steps
-        self.ns_dtype = _NS_DTYPES[ns_dtype] if isinstance(ns_dtype, str) else ns_dtype
-        self.split_across_ranks = split_across_ranks
         self.process_group = process_group
-        self.backend = backend
-        self.spectral_lmo = spectral_lmo
-        self.clamp_gap = clamp_gap
-        self.variant = variant
+
+    def _check_group(self, group: dict, where: str) -> None:
+        check_lr(group["lr"], where)
+        rho = group["rho"]
+        if rho is not None and not (isinstance(rho, (int, float)) and rho > 0):
+            raise ValueError(f"{where}: rho must be > 0 (or None for Scion), got {rho}")
+        check_range(group["alpha"], "alpha", 0, 1, where, low_open=True)
+        if group["norm"] not in NORMS:
+            raise ValueError(f"{where}: norm must be one of {NORMS}, got {group['norm']!r}")
+        if not (isinstance(group["radius"], (int, float)) and group["radius"] > 0):
+            raise ValueError(f"{where}: radius must be > 0, got {group['radius']}")
+        if group["norm"] != "bias_rms":
+            shapes = [tuple(p.shape) for p in group["params"] if p.ndim != 2]
+            if shapes:
+                raise ValueError(f"{where}: norm {group['norm']!r} needs 2-D tensors, got shapes {shapes}; "
+                                 f"use norm='bias_rms' for vectors")
+        check_group_splits(group, where)
+        check_orthogonalization(group, where)
+        check_backend(group, where)
+        if group["variant"] not in (1, 2):
+            raise ValueError(f"{where}: variant must be 1 or 2 (S3CG short step, eq. 4.8a/b), "
+                             f"got {group['variant']!r}")
+        if group["rho_scaling"] not in ("world_size_free", "reference"):
+            raise ValueError(f"{where}: rho_scaling must be 'world_size_free' or 'reference', "
+                             f"got {group['rho_scaling']!r}")
+        for key in ("constrained", "clamp_gap"):
+            if not isinstance(group[key], bool):
+                raise ValueError(f"{where}: {key} must be True or False, got {group[key]!r}")
 
     def _effective_rho(self) -> float:
         if self.rho_scaling == "reference" and dist.is_available() and dist.is_initialized():
@@ -96,7 +122,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                 ds.append(self.state_buffer(p, "momentum_buffer"))
                 specs.append(spec)
                 radii.append(float(group["radius"]))
-                lrs.append(float(group["lr"]))
+                lrs.append(group["lr"])
                 alphas.append(float(group["alpha"]))
                 splits.append(sizes.get(p))
         if not params:
@@ -141,10 +167,10 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
             stats["dual_norm"] = gap
         scale = torch.where(ok, scale, nan)
         stats["clip_factor"] = scale
-        for lr in sorted(set(lrs)):
-            idx = [i for i, v in enumerate(lrs) if v == lr]
+        for lr, idx in lr_buckets(lrs):  # a tensor lr joins the device-side scale: the update is lr*scale*r*s
+            lr, lr_scale = (1.0, scale * lr.reshape(()).to(scale)) if isinstance(lr, torch.Tensor) else (lr, scale)
             kernels.scion_update_([params[i] for i in idx], [directions[i] for i in idx], [radii[i] for i in idx],
-                                  lr=lr, scale=scale, constrained=self.constrained, backend=self.backend)
+                                  lr=lr, scale=lr_scale, constrained=self.constrained, backend=self.backend)
         self._record(ok, **stats)
         return loss
 

@@ -50,17 +50,18 @@ def split_sizes_for(name: str, shape: torch.Size, rules: list[str], key: str) ->
     return None
 
 
-def check_group_splits(group: dict, index: int) -> None:
-    """Validate a param group's optional `split_sizes` (one entry per parameter, None or sizes summing to dim 0)."""
+def check_group_splits(group: dict, where: str) -> None:
+    """Validate a param group's optional `split_sizes` (one entry per parameter, None or sizes summing to dim 0);
+    `where` names the group in the error ("param group 1 (hidden)")."""
     sizes = group.get("split_sizes")
     if sizes is None:
         return
     if len(sizes) != len(group["params"]):
-        raise ValueError(f"param group {index}: split_sizes has {len(sizes)} entries but the group has "
+        raise ValueError(f"{where}: split_sizes has {len(sizes)} entries but the group has "
                          f"{len(group['params'])} parameters (use None for a parameter that is not split)")
     for p, s in zip(group["params"], sizes):
         if s is not None and (p.ndim == 0 or sum(s) != p.size(0) or any(int(n) < 1 for n in s)):
-            raise ValueError(f"param group {index}: split_sizes {list(s)} do not partition dim 0 of a parameter "
+            raise ValueError(f"{where}: split_sizes {list(s)} do not partition dim 0 of a parameter "
                              f"of shape {tuple(p.shape)}")
 
 
