@@ -141,8 +141,8 @@ def test_update_bad_arguments():
         kernels.clipped_sgd_update_(p, g, None, n, lr=0.1, rule="none", momentum=0.9)
     with pytest.raises(ValueError, match=r"grads\[1\] has shape"):
         kernels.clipped_sgd_update_(p, g[:1] + g[2:3] + g[2:], None, n, lr=0.1, rule="none")
-    with pytest.raises(TypeError, match="lr must be a Python float"):
-        kernels.clipped_sgd_update_(p, g, None, n, lr=torch.tensor(0.1), rule="none")
+    with pytest.raises(TypeError, match="lr must be a Python float"):  # a 1-element tensor lr is allowed
+        kernels.clipped_sgd_update_(p, g, None, n, lr=torch.tensor([0.1, 0.2]), rule="none")
     with pytest.raises(ValueError, match="weight_decay_mode"):
         kernels.clipped_sgd_update_(p, g, None, n, lr=0.1, rule="none", weight_decay_mode="l2")
     with pytest.raises(ValueError, match="backend must be one of"):
