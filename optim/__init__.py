@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .adamw import AdamW
+from .base import with_settings_of
 from .clipped_sgd import SGD, ClippedSGD, DeltaGClip, GClip, NormalizedSGD
 from .config import GroupRule, GroupRules, GRConfig, OPTIMIZER_NAMES, OptimConfig
 from .gr import GradientRegularization
@@ -49,5 +50,5 @@ __all__ = [
     "AdamW", "ClippedSGD", "ClippedScion", "DeltaGClip", "GClip", "GRConfig", "GradientRegularization", "GroupRule",
     "GroupRules", "LMOSpec", "Muon", "NormalizedSGD", "OPTIMIZER_NAMES", "OptimConfig", "REGISTRY", "SGD", "Scion",
     "build", "build_param_groups", "describe_assignment", "describe_groups", "dual_norm", "layer_norm", "lmo", "lmo_many",
-    "newton_schulz5", "orthogonalize", "resolve_roles", "step_stats",
+    "newton_schulz5", "orthogonalize", "resolve_roles", "step_stats", "with_settings_of",
 ]

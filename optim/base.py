@@ -195,6 +195,16 @@ class OptimizerStatsMixin:
         return {**state_dict, "param_groups": new_groups}
 
 
+def with_settings_of(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
+    """A copy of `state_dict` whose groups take `optimizer`'s values of the settings a load must otherwise match
+    (`_MUST_MATCH`, e.g. rho, ns_steps, max_grad_norm): for a caller that changes them on purpose, as a resume that
+    applies a changed config does. The buffers still load by name; the class must still be the same."""
+    keys = getattr(optimizer, "_MUST_MATCH", ())
+    groups = [{**saved, **{k: current[k] for k in keys if k in current}}
+              for saved, current in zip(state_dict["param_groups"], optimizer.param_groups)]
+    return {**state_dict, "param_groups": groups + state_dict["param_groups"][len(groups):]}
+
+
 def run_closure(closure):
     """The loss of ``closure()`` evaluated with grad enabled (torch.optim's closure contract), or None."""
     if closure is None:

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from configs.base import ConfigError, iter_fields, to_dict
+from optim import with_settings_of
 from trainer import checkpoint, parallel
 from trainer.distributed import broadcast_object
 
@@ -179,8 +180,8 @@ def _load_optimizer(optimizer, scheduler, state: dict, changes: dict, step: int)
     if "optim.name" in changes:
         note = "optimizer changed: the model weights are kept, the optimizer state starts afresh"
     else:
-        try:
-            parallel.load_full_optimizer_state(optimizer, state["optimizer"])
+        try:  # the changed settings (rho, ns_steps, ...) apply; the buffers are kept
+            parallel.load_full_optimizer_state(optimizer, with_settings_of(optimizer, state["optimizer"]))
         except (ValueError, KeyError, RuntimeError) as err:
             note = f"the optimizer state does not fit the new parameter groups ({err}); it starts afresh"
     _reset_hyperparameters(optimizer, scheduler, fresh_groups, base_lrs, step)

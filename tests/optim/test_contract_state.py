@@ -148,3 +148,26 @@ def test_load_pre_hook_renames_before_the_name_matching(name):
     for s, t in zip(renamed.state.values(), opt.state.values()):
         assert all(torch.equal(s[k], t[k]) for k in t if isinstance(t[k], torch.Tensor))
     train(renamed_model, renamed, range(2, 3))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_with_settings_of_loads_a_state_whose_settings_changed_on_purpose(name):
+    """A resume that applies a changed config keeps the buffers and takes the new settings."""
+    import optim
+
+    model = Tiny()
+    source = make(name, model)
+    train(model, source, range(2))
+    key = type(source)._MUST_MATCH[0]
+    changed = make(name, Tiny())
+    for group in changed.param_groups:
+        group[key] = "changed"
+    with pytest.raises(ValueError, match=f"saved {key}="):
+        changed.load_state_dict(source.state_dict())
+    changed.load_state_dict(optim.with_settings_of(changed, source.state_dict()))
+    assert all(g[key] == "changed" for g in changed.param_groups)
+    for s, t in zip(changed.state.values(), source.state.values()):
+        assert all(torch.equal(s[k], t[k]) for k in t if isinstance(t[k], torch.Tensor))
+    with pytest.raises(ValueError, match="optimizer state was saved by"):
+        other = make("adamw" if name != "adamw" else "sgd", Tiny())
+        other.load_state_dict(optim.with_settings_of(other, source.state_dict()))

@@ -117,6 +117,17 @@ def test_applied_changes_reach_the_optimizer(run_dir, tmp_path):
     assert change["resume_changes"] == "apply" and change["changes"]["optim.lr"] == [0.003, 0.01]
 
 
+def test_an_applied_optimizer_setting_change_keeps_the_optimizer_state(run_dir, capsys):
+    """optim.max_grad_norm is a setting a loaded AdamW state must match; an applied change takes it, keeps the
+    moments (no restart of the optimizer state)."""
+    assert _main(run_dir, "--train.steps=3", "--optim.max_grad_norm=1.0", "--train.resume_changes=apply") == 0
+    out = capsys.readouterr().out
+    assert "optim.max_grad_norm" in out and "starts afresh" not in out
+    state = checkpoint.latest(run_dir)[0]["optimizer"]
+    assert all(g["max_grad_norm"] == 1.0 for g in state["param_groups"])
+    assert all(s["step"].item() == 3 for s in state["state"].values())
+
+
 def test_optimizer_change_needs_the_opt_in_and_keeps_the_weights(run_dir, capsys):
     assert _main(run_dir, "--train.steps=3", "--optim.name=muon") == 1
     assert "optim.name: 'adamw' -> 'muon'" in capsys.readouterr().err
