@@ -2,12 +2,15 @@
 from their defaults, plus torch's SGD and AdamW as controls: the cases of the torch.optim contract tests."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 import optim
 
 NAMES = list(optim.OPTIMIZER_NAMES)
 CONTROLS = ["torch_sgd", "torch_adamw"]
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                                   reason="needs CUDA")])]
 SCION_KW = {"scion": dict(rho=None, constrained=True), "unconstrained_scion": dict(rho=None, constrained=False),
             "clipped_scion": dict(rho=1.0, constrained=True),
             "unconstrained_clipped_scion": dict(rho=1.0, constrained=False)}
@@ -64,7 +67,7 @@ def make(name: str, module: Tiny, names=("weight", "bias"), param_groups=None, *
 def loss_of(module: Tiny, seed: int, scale: float = 1.0) -> torch.Tensor:
     """A fixed batch's loss (after zeroing the gradients)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(5, 4, generator=g, dtype=module.weight.dtype)
+    x = torch.randn(5, 4, generator=g, dtype=module.weight.dtype).to(module.weight.device)
     module.zero_grad(set_to_none=True)
     return (module(x) ** 2).mean() * scale
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.optim.optim_cases import CONTROLS, NAMES, Tiny, backward, loss_of, make
+from tests.optim.optim_cases import CONTROLS, DEVICES, NAMES, Tiny, backward, loss_of, make
 
 
 def close(a: Tiny, b: Tiny, **tol) -> bool:
     return all(torch.allclose(x, y, **tol) for x, y in zip(a.parameters(), b.parameters()))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", NAMES + CONTROLS)
-def test_grad_scaler_step_equals_the_unscaled_step_and_skips_inf(name):
+def test_grad_scaler_step_equals_the_unscaled_step_and_skips_inf(name, device):
     scale = 2.0 ** 10
-    model, scaled_model = Tiny(), Tiny()
+    model, scaled_model = Tiny().to(device), Tiny().to(device)
     opt, scaled_opt = make(name, model), make(name, scaled_model)
-    scaler = torch.amp.GradScaler("cpu", init_scale=scale, growth_interval=1000)
+    scaler = torch.amp.GradScaler(device, init_scale=scale, growth_interval=1000)
     for step in range(3):
         backward(model, step)
         opt.step()
