@@ -27,6 +27,7 @@ from configs.base import ConfigError, to_dict
 from configs.schema import Config, load_config
 from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_paths
 from data.scan import check_directory
+from evals.in_training import Looks
 from model import GPT
 from trainer import checkpoint, parallel
 from trainer.distributed import (ConsistencyError, DistInfo, all_gather_objects, broadcast_object,
@@ -76,6 +77,7 @@ def train(cfg: Config, dist: DistInfo) -> None:
         lr_multiplier, steps=tcfg.steps, warmup_steps=tcfg.warmup_steps, warmdown_frac=tcfg.warmdown_frac,
         decay=tcfg.lr_decay, min_frac=tcfg.min_lr_frac))
     regularizer = optim.GradientRegularization(cfg.optim.gr, tcfg.steps)
+    looks = Looks(cfg, dist)  # samples / HellaSwag during training (a bad data.hellaswag stops here)
     train_loader, val_set = build_data(cfg, dist)
     metrics = MetricsWriter(out_dir, enabled=dist.is_main)
 
@@ -122,6 +124,7 @@ def train(cfg: Config, dist: DistInfo) -> None:
         if (tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps:
             record["val_loss"] = evaluate(model, val_set, rank=dist.rank, world_size=dist.world_size,
                                           micro_batch_size=tcfg.micro_batch_size, device=device, dtype=tcfg.dtype)
+        record.update(looks(raw_model, step))
         metrics.write(record)
         if wandb is not None:
             wandb.log(record)

@@ -50,6 +50,12 @@ class TrainConfig(Section):
     eval_tokens: int = field(65536, check=non_negative, help="validation tokens per evaluation (a fixed prefix of "
                                                              "the val split)")
     log_every: int = field(1, check=positive, help="steps between console log lines (metrics.jsonl gets every step)")
+    sample_every: int = field(0, check=non_negative, help="steps between text samples from the model, printed and "
+                                                          "written to metrics.jsonl as `sample` (0: never)")
+    sample_prompt: str = field("\n", help="prompt of the samples during training (empty: a new document)")
+    sample_tokens: int = field(48, check=positive, help="tokens generated per sample during training")
+    hellaswag_every: int = field(0, check=non_negative, help="steps between HellaSwag evaluations on data.hellaswag, "
+                                                             "logged as hellaswag_acc/_norm (0: never)")
     seed: int = field(1337, help="seed of model init and data order")
     device: Literal["auto", "cpu", "cuda"] = field("auto", help="'auto': CUDA when available, else CPU")
     dtype: Literal["auto", "float32", "bfloat16"] = field("auto", help="autocast dtype; 'auto': bfloat16 on CUDA, "
@@ -124,6 +130,9 @@ class Config(Section):
     log: LogConfig = field(default_factory=LogConfig, help="logging")
 
     def check(self) -> None:
+        if self.train.hellaswag_every and not self.data.hellaswag:
+            raise ConfigError(f"train.hellaswag_every={self.train.hellaswag_every} needs data.hellaswag (a HellaSwag "
+                              f"jsonl, e.g. tests/evals/data/hellaswag_small.jsonl, or a hub dataset id)")
         if self.model.vocab_size < 50257 and self.data.dir == "embedded":
             raise ConfigError(f"model.vocab_size ({self.model.vocab_size}) is smaller than the GPT-2 vocabulary "
                               f"(50257) of the embedded corpus")

@@ -139,7 +139,8 @@ def ending_losses(model, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torc
 def score(model, examples, encode, *, rank: int = 0, world_size: int = 1, autocast=None,
           progress: bool = False) -> dict:
     """Count correct predictions over this rank's share (examples rank, rank + world_size, ...), then sum over
-    ranks: {"hellaswag_acc", "hellaswag_acc_norm", "n"}."""
+    ranks: {"hellaswag_acc", "hellaswag_acc_norm", "n"}. Every rank runs the same number of forwards (a short
+    share repeats an example without counting it), as a sharded (FSDP) model needs."""
     from contextlib import nullcontext
 
     from tqdm import tqdm
@@ -151,14 +152,18 @@ def score(model, examples, encode, *, rank: int = 0, world_size: int = 1, autoca
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # n, correct by sum, correct by mean
-    mine = range(rank, len(examples), world_size)
-    for i in tqdm(mine, desc="hellaswag", unit="ex", disable=not progress, file=sys.stderr):
-        tokens, mask = example_rows(examples[i], encode, block)
+    rounds = -(-len(examples) // world_size)
+    for j in tqdm(range(rounds), desc="hellaswag", unit="ex", disable=not progress, file=sys.stderr):
+        i = rank + j * world_size
+        counted = i < len(examples)
+        example = examples[i if counted else 0]
+        tokens, mask = example_rows(example, encode, block)
         with autocast or nullcontext():
             summed, mean = ending_losses(model, tokens.to(device), mask.to(device))
-        label = examples[i].label
-        counts += torch.stack([torch.ones((), device=device, dtype=torch.float64),
-                               (summed.argmin() == label).double(), (mean.argmin() == label).double()])
+        if counted:
+            counts += torch.stack([torch.ones((), device=device, dtype=torch.float64),
+                                   (summed.argmin() == example.label).double(),
+                                   (mean.argmin() == example.label).double()])
     model.train(was_training)
     n, correct, correct_norm = all_reduce_sum(counts).tolist()
     return {"hellaswag_acc": correct / max(n, 1), "hellaswag_acc_norm": correct_norm / max(n, 1), "n": int(n)}

@@ -116,6 +116,27 @@ def plot_grad_norm_and_clip(groups: Sequence[Group], path: Path, beta: float) ->
     return _save(fig, path)
 
 
+def plot_hellaswag(groups: Sequence[Group], path: Path) -> Path:
+    """HellaSwag accuracy during training (train.hellaswag_every): acc_norm solid, acc dashed, chance dotted."""
+    colors = _colors(groups)
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for group in groups:
+        for i, run in enumerate(group.runs):
+            for key, style in (("hellaswag_acc_norm", "o-"), ("hellaswag_acc", "x--")):
+                xs, ys = run.series(key)
+                if xs:
+                    ax.plot(xs, ys, style, color=colors[group.label], markersize=3.5, linewidth=1.3,
+                            label=f"{group.label} ({key.removeprefix('hellaswag_')})" if i == 0 else None)
+    ax.axhline(0.25, color="grey", linestyle=":", linewidth=1, label="chance (4 endings)")
+    ax.set_xlabel(X_AXES["step"])
+    ax.set_ylabel("accuracy")
+    ax.set_title("HellaSwag during training")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_sweep(axis: SweepAxis, path: Path) -> Path:
     """Final validation loss against the swept value, one line per optimizer (mean over seeds, std as error bar);
     a setting present at a single value only (an unswept baseline) is drawn as a dashed reference level."""

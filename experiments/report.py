@@ -2,8 +2,8 @@
 
     python -m experiments.report runs/compare-tiny/* --out runs/compare-tiny/report [--target-loss 6.0]
 
-Figures: train/val loss against steps, tokens and wall time; gradient norm and clip factor against steps; the
-sweep curve (final val loss against the swept key, one line per optimizer) when the runs form a sweep. Table: final
+Figures: train/val loss against steps, tokens and wall time; gradient norm and clip factor against steps; HellaSwag
+accuracy against steps when the runs logged it (train.hellaswag_every); the sweep curve (final val loss against the swept key, one line per optimizer) when the runs form a sweep. Table: final
 and best val loss, smoothed final train loss, steps to a target loss, tokens/s, step time, skipped steps.
 """
 from __future__ import annotations
@@ -88,6 +88,9 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, target_loss
                ("against wall time", plots.plot_losses(groups, "elapsed_s", out / "loss_vs_time.png", smooth)),
                ("gradient norm and clip factor", plots.plot_grad_norm_and_clip(groups, out / "grad_norm_clip.png",
                                                                                smooth))]
+    if any(r.has("hellaswag_acc_norm") for r in runs):
+        figures.append(("HellaSwag accuracy (train.hellaswag_every)", plots.plot_hellaswag(groups,
+                                                                                           out / "hellaswag.png")))
     md = [f"# {title or 'Comparison of ' + str(len(runs)) + ' runs'}", ""]
     md.append(f"Runs: {', '.join(f'`{r.path}`' for r in runs)}.")
     md.append("")
