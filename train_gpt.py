@@ -58,7 +58,8 @@ def build_data(cfg: Config, dist: DistInfo) -> tuple[TrainLoader, ValidationSet]
     train = TrainLoader(split_paths(shard_dir, "train"), seq_len=cfg.model.block_size,
                         batch_size=cfg.train.batch_size, micro_batch_size=cfg.train.micro_batch_size,
                         rank=dist.rank, world_size=dist.world_size, seed=cfg.train.seed,
-                        shuffle=cfg.data.shuffle_shards, check_tokens=False)  # scanned above
+                        shuffle=cfg.data.shuffle_shards, check_tokens=False,  # scanned above
+                        device=dist.device)
     val = ValidationSet(split_paths(shard_dir, "val"), seq_len=cfg.model.block_size,
                         num_tokens=cfg.train.eval_tokens, check_tokens=False)
     return train, val
@@ -96,14 +97,15 @@ def train(cfg: Config, dist: DistInfo) -> None:
     started, start_step = time.perf_counter(), step
     while step < last_step:
         t0 = time.perf_counter()
-        batch = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-                 for x, y in train_loader.next_batch()]
+        batch = train_loader.next_batch()  # int64 on the device (prefetched during the previous step)
         backward = make_backward(model, batch, device, tcfg.dtype, parameters)
         loss = regularizer.compute(parameters, backward, step) if regularizer.enabled else backward()
         lr = scheduler.get_last_lr()[0]
         optimizer.step()  # owns the step's gradient facts: norm, clip factor and skip, decided on the device
         scheduler.step()
         step += 1
+        if step < last_step:
+            train_loader.prefetch()  # host reads the next batch while the device finishes this step
         values = host_values({"train_loss": loss, **optim.step_stats(optimizer)})  # the step's one host read
         skipped = int(values.pop("skipped_steps", skipped))
         consecutive_bad = int(values.pop("consecutive_skips", 0))

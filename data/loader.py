@@ -7,6 +7,11 @@ Rank ``r`` of ``W`` reads only its own rows: micro-step ``k`` gets rows ``[(k*W 
 with ``b = micro_batch_size``. The position advances by the same amount on every rank, so the loader
 state is identical across ranks and independent of the world size: a run can resume on a different
 number of GPUs as long as the global batch is unchanged.
+
+With ``device`` set, a batch travels as uint16 tokens (a quarter of int64's bytes): one pinned host buffer per
+global batch, one non-blocking copy to the device, and the int64 conversion there. ``prefetch()`` reads the next
+batch ahead (the trainer calls it once the step's device work is queued), so the host reading and the copy overlap
+the device's compute; ``state_dict()`` still names the position after the last batch *returned*.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class TrainLoader:
 
     def __init__(self, shard_paths: list[Path], *, seq_len: int, batch_size: int, micro_batch_size: int,
                  rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True,
-                 vocab_size: int | None = None, check_tokens: bool = True):
+                 vocab_size: int | None = None, check_tokens: bool = True, device: torch.device | str | None = None):
         if batch_size % (micro_batch_size * world_size):
             raise ValueError(f"train.batch_size ({batch_size}) must be a multiple of train.micro_batch_size "
                              f"({micro_batch_size}) x world size ({world_size})")
@@ -37,6 +42,9 @@ class TrainLoader:
         self.paths = self._usable_shards([Path(p) for p in shard_paths])
         self._open: dict[int, np.ndarray] = {}
         self.epoch, self.shard, self.pos = 0, 0, 0
+        self.device = None if device is None else torch.device(device)
+        self._prefetched: list | None = None  # the next batch, read ahead by prefetch()
+        self._state_before_prefetch: tuple[int, int, int] | None = None
 
     def _usable_shards(self, paths: list[Path]) -> list[Path]:
         if not paths:
@@ -64,26 +72,50 @@ class TrainLoader:
                                                  check_tokens=self.check_tokens)
         return self._open[shard_index]
 
-    def next_batch(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's micro-batches ``[(inputs, targets), ...]`` (int64, CPU) of the next global batch."""
+    def _read(self) -> torch.Tensor:
+        """This rank's tokens of the next global batch, (grad_accum_steps, micro_batch * seq_len + 1) uint16."""
         tokens = self._tokens(int(self._order(self.epoch)[self.shard]))
-        if self.pos + self.span > len(tokens):  # the shard's tail is shorter than a batch: next shard
+        while self.pos + self.span > len(tokens):  # the shard's tail is shorter than a batch: next shard
             self.pos, self.shard = 0, self.shard + 1
             if self.shard == len(self.paths):
                 self.shard, self.epoch = 0, self.epoch + 1
-            return self.next_batch()
+            tokens = self._tokens(int(self._order(self.epoch)[self.shard]))
         b, t = self.micro_batch_size, self.seq_len
-        out = []
+        rows = np.empty((self.grad_accum_steps, b * t + 1), dtype=np.uint16)
         for k in range(self.grad_accum_steps):
-            first_row = (k * self.world_size + self.rank) * b
-            start = self.pos + first_row * t
-            chunk = torch.from_numpy(np.asarray(tokens[start:start + b * t + 1], dtype=np.int64))
-            out.append((chunk[:-1].view(b, t), chunk[1:].view(b, t)))
+            start = self.pos + (k * self.world_size + self.rank) * b * t
+            rows[k] = tokens[start:start + b * t + 1]
         self.pos += self.batch_size * t
-        return out
+        return torch.from_numpy(rows)
+
+    def _micro_batches(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """uint16 rows -> [(inputs, targets), ...] int64 on ``self.device``, converted there."""
+        if self.device is not None and self.device.type == "cuda":
+            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        elif self.device is not None:
+            rows = rows.to(self.device)
+        rows = rows.to(torch.int64)
+        b, t = self.micro_batch_size, self.seq_len
+        return [(row[:-1].view(b, t), row[1:].view(b, t)) for row in rows]
+
+    def next_batch(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's micro-batches ``[(inputs, targets), ...]`` (int64, on ``device``; CPU if None) of the next
+        global batch: the prefetched one if there is one."""
+        if self._prefetched is not None:
+            batch, self._prefetched, self._state_before_prefetch = self._prefetched, None, None
+            return batch
+        return self._micro_batches(self._read())
+
+    def prefetch(self) -> None:
+        """Read the next global batch now and start its copy to the device; ``next_batch()`` returns it."""
+        if self._prefetched is None:
+            self._state_before_prefetch = (self.epoch, self.shard, self.pos)
+            self._prefetched = self._micro_batches(self._read())
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "shard": self.shard, "pos": self.pos, "num_shards": len(self.paths),
+        """The position after the last batch returned by ``next_batch()`` (a prefetched batch is not consumed)."""
+        epoch, shard, pos = self._state_before_prefetch or (self.epoch, self.shard, self.pos)
+        return {"epoch": epoch, "shard": shard, "pos": pos, "num_shards": len(self.paths),
                 "span": self.span, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
@@ -93,6 +125,7 @@ class TrainLoader:
                                  f"this run's is {mine} (changed data.dir, train.batch_size, model.block_size "
                                  f"or train.seed?)")
         self.epoch, self.shard, self.pos = state["epoch"], state["shard"], state["pos"]
+        self._prefetched, self._state_before_prefetch = None, None
 
 
 class ValidationSet:

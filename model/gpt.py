@@ -12,6 +12,7 @@ from torch import nn
 from model.config import ModelConfig
 from model.kv_cache import KVCache
 from model.layers import Block, RMSNorm, RotaryEmbedding, build_norm
+from model.loss import linear_cross_entropy
 
 IGNORE_INDEX = -1  # targets equal to this are left out of the loss (nanoGPT / llm.c convention)
 
@@ -65,13 +66,15 @@ class GPT(nn.Module):
                     nn.init.normal_(proj.weight, mean=0.0, std=proj_std)
 
     def forward(
-        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None, *,
+        return_logits: bool = True
+    ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """idx (B, T) token ids -> (logits (B, T, vocab) in fp32, mean cross-entropy in fp32 or None).
 
         The head matmul runs in the ambient (autocast) dtype; logits are upcast to fp32 before the softmax.
         Targets equal to -1 are ignored by the loss. With a `cache` (generation), idx holds the positions after the
-        `cache.length` cached ones, which it attends to; the cache then also holds these.
+        `cache.length` cached ones, which it attends to; the cache then also holds these. ``return_logits=False``
+        (training) returns (None, loss) without materialising the batch's logits (model/loss.py).
         """
         if idx.dim() != 2:
             raise ValueError(f"GPT.forward: idx must have shape (batch, seq_len), got {tuple(idx.shape)}")
@@ -89,11 +92,14 @@ class GPT(nn.Module):
             x = block(x, rope, None if cache is None else cache.layer(i))
         if cache is not None:
             cache.advance(T)
-        logits = self.head(self.final_norm(x)).float()
+        x = self.final_norm(x)
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(f"GPT.forward: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
+        if targets is not None and not return_logits:
+            return None, linear_cross_entropy(x, self.head.weight, targets, ignore_index=IGNORE_INDEX)
+        logits = self.head(x).float()
         if targets is None:
             return logits, None
-        if targets.shape != idx.shape:
-            raise ValueError(f"GPT.forward: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
         return logits, loss
 

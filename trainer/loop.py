@@ -41,7 +41,7 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
             ctx = contextlib.nullcontext() if (last and sync) else no_sync(model)
             with ctx:
                 with autocast_context(device, dtype):
-                    _, loss = model(x, y)
+                    _, loss = model(x, y, return_logits=False)  # loss only: no logits materialised
                 (loss / accum).backward()
             total += loss.detach().float()
         total /= accum

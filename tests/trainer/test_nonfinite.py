@@ -19,8 +19,8 @@ def poisoned_forward(monkeypatch):
     original = GPT.forward
     state = {"calls": 0, "bad": set()}
 
-    def forward(self, idx, targets=None):
-        logits, loss = original(self, idx, targets)
+    def forward(self, idx, targets=None, **kwargs):
+        logits, loss = original(self, idx, targets, **kwargs)
         if targets is not None and self.training:
             state["calls"] += 1
             if state["calls"] in state["bad"]:
