@@ -69,6 +69,7 @@ def train(cfg: Config, dist: DistInfo) -> None:
     out_dir = Path(cfg.train.out_dir)
     device, tcfg = dist.device, cfg.train
     torch.manual_seed(tcfg.seed)  # same initial weights on every rank
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg.tf32
     raw_model = GPT(cfg.model).to(device)
     model = parallel.wrap_model(raw_model, mode=tcfg.parallel, distributed=dist.distributed, device=device,
                                 dtype=tcfg.dtype, compile=tcfg.compile)  # fsdp: raw_model's parameters are sharded

@@ -64,6 +64,8 @@ class TrainConfig(Section):
     parallel: Literal["ddp", "fsdp"] = field("ddp", help="data parallelism over ranks: 'ddp' replicates the model; "
                                                          "'fsdp' shards parameters, gradients and optimizer state "
                                                          "(FSDP2, docs/scale.md)")
+    tf32: bool = field(True, help="TF32 tensor cores for float32 matmuls and convolutions on CUDA (faster fp32 "
+                                  "matmuls, e.g. optim.ns_dtype=float32; ~10-bit mantissa products)")
     max_nonfinite_steps: int = field(10, check=positive, help="stop (keeping the last good checkpoint) after this "
                                                               "many consecutive steps skipped for a non-finite loss "
                                                               "or gradient")

@@ -156,15 +156,22 @@ class ValidationSet:
         self.tokens = torch.from_numpy(np.concatenate(parts))
         self.seq_len = seq_len
 
-    def batches(self, rank: int, world_size: int, micro_batch_size: int):
-        """Yield this rank's ``(inputs, targets)`` batches of at most ``micro_batch_size`` sequences."""
+    def batches(self, rank: int, world_size: int, micro_batch_size: int, pad: bool = False):
+        """Yield this rank's ``(inputs, targets)`` batches of at most ``micro_batch_size`` sequences; with ``pad``
+        the last one is filled up to ``micro_batch_size`` rows of token 0 with ignored targets (-1), so every
+        batch has one shape (a compiled model meets no new shape)."""
         mine = list(range(rank, self.num_sequences, world_size))
         t = self.seq_len
         for i in range(0, len(mine), micro_batch_size):
             rows = torch.tensor(mine[i:i + micro_batch_size])
             index = rows[:, None] * t + torch.arange(t + 1)[None, :]
             window = self.tokens[index]
-            yield window[:, :-1], window[:, 1:]
+            x, y = window[:, :-1].contiguous(), window[:, 1:].contiguous()  # one layout for every batch
+            if pad and len(rows) < micro_batch_size:
+                missing = micro_batch_size - len(rows)
+                x = torch.cat([x, x.new_zeros(missing, t)])
+                y = torch.cat([y, y.new_full((missing, t), -1)])
+            yield x, y
 
 
 def resolve_shard_dir(data_dir: str) -> Path:

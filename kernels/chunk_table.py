@@ -104,6 +104,18 @@ def _upload(rows: list[list[int]], width: int, device: torch.device) -> torch.Te
     return host.pin_memory().to(device, non_blocking=True)
 
 
+def aligned_head(addresses: Sequence[int], element_sizes: Sequence[int]) -> int | None:
+    """Elements to peel off the front of a tensor so that every list's rest starts 16-byte aligned: 0 when it
+    already does, None when no common count exists (the lists are misaligned differently)."""
+    heads = set()
+    for address, size in zip(addresses, element_sizes):
+        gap = -address % ALIGNMENT_BYTES
+        if gap % size:
+            return None
+        heads.add(gap // size)
+    return heads.pop() if len(heads) == 1 else None
+
+
 def build_table(tensor_lists: Sequence[Sequence[torch.Tensor]], chunk_size: int) -> ChunkTable:
     """Build (uncached) the grouped chunk table for parallel lists of same-shaped contiguous tensors."""
     first = tensor_lists[0]
@@ -112,20 +124,26 @@ def build_table(tensor_lists: Sequence[Sequence[torch.Tensor]], chunk_size: int)
     sizes = [[t.element_size() for t in ts] for ts in tensor_lists]
     if (chunk_size * min(min(s) for s in sizes)) % ALIGNMENT_BYTES:
         raise ValueError(f"chunk_size {chunk_size} does not keep chunk starts {ALIGNMENT_BYTES}-byte aligned")
-    # A tensor is aligned when all its lists start on a 16-byte boundary (chunk starts then are too); unaligned
-    # tensors (e.g. odd views into a flat buffer) get their own launch so they do not slow the aligned ones.
-    signatures = [(tuple(ts[i].dtype for ts in tensor_lists), all(b[i] % ALIGNMENT_BYTES == 0 for b in bases))
-                  for i in range(len(first))]
+    # A chunk is aligned when all its lists start on a 16-byte boundary (later chunks of the tensor then are too).
+    # A misaligned tensor (e.g. an odd view into a flat buffer) has its unaligned head peeled into a short chunk of
+    # its own, so the rest keeps 128-bit vector access; without a common head the whole tensor runs unaligned.
+    # Chunks are grouped by (dtypes, aligned): one launch per group.
+    chunks: dict[tuple, list[tuple[int, int, int]]] = {}
+    for i, t in enumerate(first):
+        dtypes = tuple(ts[i].dtype for ts in tensor_lists)
+        numel = t.numel()
+        head = aligned_head([b[i] for b in bases], [s[i] for s in sizes])
+        split = numel if head is None else min(head, numel)
+        if split:
+            chunks.setdefault((dtypes, False), []).extend(
+                (i, start, min(chunk_size, split - start)) for start in range(0, split, chunk_size))
+        if split < numel:
+            chunks.setdefault((dtypes, True), []).extend(
+                (i, start, min(chunk_size, numel - start)) for start in range(split, numel, chunk_size))
     groups, first_row = [], 0
-    for signature in dict.fromkeys(signatures):
-        members = [i for i, s in enumerate(signatures) if s == signature]
-        plan = [(members[j], start, count)
-                for j, start, count in plan_chunks([first[i].numel() for i in members], chunk_size)]
-        if not plan:
-            continue
+    width = len(tensor_lists) + 2
+    for (dtypes, aligned), plan in sorted(chunks.items(), key=lambda kv: (kv[1][0][0], not kv[0][1])):
         rows = chunk_rows(bases, sizes, plan)
-        dtypes, aligned = signature
-        width = len(tensor_lists) + 2
         groups.append(ChunkGroup(_upload(rows, width, device), len(rows), dtypes, aligned, first_row))
         first_row += len(rows)
     return ChunkTable(groups, first_row, device)
@@ -159,6 +177,38 @@ def cached(key: tuple, build: Callable[[], object]) -> object:
 def chunk_table(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> ChunkTable:
     """Cached :func:`build_table` for non-empty, validated, contiguous lists, with the current chunk size."""
     return cached(table_key(tensor_lists), lambda: build_table(tensor_lists, _tuning.chunk_size))
+
+
+class ChunkPlans:
+    """The chunk tables of one owner (an optimizer): built once for its parameter / gradient / state lists and
+    rebuilt only when one of those tensors moves (a new address, size or dtype), e.g. gradients re-allocated by
+    ``zero_grad(set_to_none=True)``. Owning the tables ties their lifetime to the lists they describe (a captured
+    CUDA graph replays addresses that must stay valid), and the per-call check is one address tuple per list,
+    not the global cache's full key. The owner keeps gradient storage stable (zeroing in place, DDP
+    ``gradient_as_bucket_view=True``) so steady-state steps never rebuild.
+    """
+
+    MAX_ENTRIES = 64  # per op: old entries go first (tensors moved, e.g. set_to_none every step)
+
+    def __init__(self) -> None:
+        self._tables: dict[str, OrderedDict] = {}
+        self.builds = 0  # tables built so far (tests check that steady-state steps build none)
+
+    def get(self, op: str, tensor_lists: Sequence[Sequence[torch.Tensor]], build: Callable[[], object]) -> object:
+        # addresses of every list, plus the sizes and dtypes a new tensor at a reused address could differ in
+        key = (_tuning.chunk_size, tuple(map(_numel, tensor_lists[0])),
+               *(tuple(map(_ptr, ts)) for ts in tensor_lists), *(tuple(map(_dtype, ts)) for ts in tensor_lists))
+        tables = self._tables.setdefault(op, OrderedDict())
+        entry = tables.get(key, _MISSING)
+        if entry is _MISSING:
+            entry = tables[key] = build()
+            self.builds += 1
+            if len(tables) > self.MAX_ENTRIES:
+                tables.popitem(last=False)
+        return entry
+
+    def clear(self) -> None:
+        self._tables.clear()
 
 
 _RADII_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()

@@ -69,15 +69,16 @@ def clipped_sgd_update_torch(params, grads, momenta, norm, *, lr, rule, gamma, d
 
 @triton.jit
 def clip_factor_in_kernel(n, gamma, delta, beta, RULE: tl.constexpr):
-    """kernels.clip_factor for a finite norm n >= 0 (the caller has already excluded NaN/inf)."""
+    """kernels.clip_factor for a finite norm n >= 0 (the caller has already excluded NaN/inf). Divisions are
+    round-to-nearest (``div_rn``), as torch's, not the approximate ``div.full.f32`` that ``/`` compiles to."""
     if RULE == 0:  # none
         c = tl.full((), 1.0, tl.float32)
     elif RULE == 1:  # gclip: min(1, γ/n)
-        c = tl.where(n > gamma, gamma / tl.maximum(n, gamma), 1.0)  # the maximum only avoids evaluating γ/0
+        c = tl.where(n > gamma, tl.div_rn(gamma, tl.maximum(n, gamma)), 1.0)  # the maximum only avoids γ/0
     elif RULE == 2:  # dgclip: min(1, max(δ, γ/n)); n finite here, so maximum cannot meet a NaN
-        c = tl.where(n > gamma, tl.maximum(gamma / tl.maximum(n, gamma), delta), 1.0)
+        c = tl.where(n > gamma, tl.maximum(tl.div_rn(gamma, tl.maximum(n, gamma)), delta), 1.0)
     else:  # normalized: 1/(n + β)
-        c = 1.0 / tl.where(n > 0.0, n + beta, 1.0)
+        c = tl.div_rn(1.0, tl.where(n > 0.0, n + beta, 1.0))
     if RULE != 0:  # n = 0: no step (the δ-GClip reference's step size 0)
         c = tl.where(n > 0.0, c, 0.0)
     return c
@@ -86,6 +87,7 @@ def clip_factor_in_kernel(n, gamma, delta, beta, RULE: tl.constexpr):
 @triton.jit
 def _sgd_block(p_ptr, g_ptr, m_ptr, offsets, mask, c, lr, decay, c_wd, momentum, HAS_MOMENTUM: tl.constexpr,
                NESTEROV: tl.constexpr, COUPLED: tl.constexpr, MASKED: tl.constexpr):
+    # every load before the first store: the momentum store cannot hold back the parameter load
     p = load_f32(p_ptr, offsets, mask, MASKED)
     g = load_f32(g_ptr, offsets, mask, MASKED) * c
     if COUPLED:
@@ -188,7 +190,8 @@ def check_update_args(params, grads, momenta, norm, *, lr, rule, gamma, delta, b
 
 
 def clipped_sgd_update_(params, grads, momenta, norm, *, lr, rule, gamma=None, delta=0.0, beta=0.0, momentum=0.0,
-                        nesterov=False, weight_decay=0.0, weight_decay_mode="decoupled", backend="auto") -> None:
+                        nesterov=False, weight_decay=0.0, weight_decay_mode="decoupled", backend="auto",
+                        plans=None) -> None:
     """In-place clipped SGD step over lists of tensors (see module doc); ``backend`` in auto|triton|torch."""
     op = "clipped_sgd_update_"
     params, grads, momenta, lr, momentum, weight_decay = check_update_args(
@@ -202,7 +205,8 @@ def clipped_sgd_update_(params, grads, momenta, norm, *, lr, rule, gamma=None, d
             raise ValueError(f"kernels.{op}: params is empty but grads/momenta are not")
         return
     named = {"params": params, "grads": grads, "momenta": momenta}
-    table = None if isinstance(lr, torch.Tensor) else triton_table(backend, named, op=op)  # tensor lr: reference
+    table = None if isinstance(lr, torch.Tensor) else triton_table(backend, named, op=op,
+                                                                                  plans=plans)  # tensor lr: reference
     if table is not None:
         clipped_sgd_update_triton(table, norm, **kwargs)
         return

@@ -17,7 +17,7 @@ import warnings
 import torch
 
 from kernels.triton_common import HAVE_TRITON
-from kernels.chunk_table import ChunkTable, build_table, cached, table_key, tuning
+from kernels.chunk_table import ChunkPlans, ChunkTable, build_table, cached, table_key, tuning
 
 BACKENDS = ("auto", "triton", "torch")
 try:  # sharded tensors have no plain storage here (data_ptr 0, numel the global size): refused by name
@@ -115,21 +115,23 @@ def validate_lists(named_lists: dict, *, op: str) -> None:
                                  f"{t.device} ({name}[{i}])")
 
 
-def triton_table(backend: str, named_lists: dict, *, op: str) -> ChunkTable | None:
+def triton_table(backend: str, named_lists: dict, *, op: str, plans: ChunkPlans | None = None) -> ChunkTable | None:
     """The chunk table to run ``op``'s Triton kernel with, or None to run the torch reference.
 
     ``named_lists`` maps argument names to the lists the kernel reads or writes (None entries skipped); the
-    first list must be non-empty. Validation runs when a table is built, not on cache hits.
+    first list must be non-empty. Validation runs when a table is built, not on cache hits. ``plans`` (an
+    optimizer's :class:`ChunkPlans`) owns the table; without it the module-wide cache is used.
     """
     lists = [ts for ts in named_lists.values() if ts is not None]
     first = lists[0][0]
     if not wants_triton(backend, first.device if isinstance(first, torch.Tensor) else torch.device("cpu"), op=op):
         return None
-    try:
-        key = table_key(lists)
-    except TypeError:  # a non-tensor entry: let validation name it
-        validate_lists(named_lists, op=op)
-        raise
+    if plans is None:
+        try:
+            key = table_key(lists)
+        except TypeError:  # a non-tensor entry: let validation name it
+            validate_lists(named_lists, op=op)
+            raise
 
     def build():
         validate_lists(named_lists, op=op)
@@ -139,7 +141,14 @@ def triton_table(backend: str, named_lists: dict, *, op: str) -> ChunkTable | No
             return _FLOAT64
         return build_table(lists, tuning().chunk_size)
 
-    entry = cached(key, build)
+    if plans is not None:
+        try:
+            entry = plans.get(op, lists, build)
+        except TypeError:  # a non-tensor entry: let validation name it
+            validate_lists(named_lists, op=op)
+            raise
+    else:
+        entry = cached(key, build)
     if isinstance(entry, str):  # one of the reasons above
         _warn_fallback(op, entry)
         return None

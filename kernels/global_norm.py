@@ -61,14 +61,14 @@ def global_norm_triton(table: ChunkTable) -> torch.Tensor:
         return finish_reduction(partials, sqrt=True)
 
 
-def global_norm(tensors, backend: str = "auto") -> torch.Tensor:
+def global_norm(tensors, backend: str = "auto", *, plans=None) -> torch.Tensor:
     """0-dim fp32 global L2 norm of ``tensors`` (see module doc); ``backend`` in auto|triton|torch."""
     op = "global_norm"
     named = {"tensors": check_list(tensors, "tensors", op=op)}
     if not named["tensors"]:
         check_backend(backend, op=op)
         return torch.zeros((), dtype=torch.float32)
-    table = triton_table(backend, named, op=op)
+    table = triton_table(backend, named, op=op, plans=plans)
     if table is not None:
         return global_norm_triton(table)
     validate_lists(named, op=op)

@@ -77,7 +77,7 @@ def lerp_momentum_triton(table: ChunkTable, alpha: float, skip_if_nonfinite: tor
 
 
 def lerp_momentum_(ds, grads, alpha, backend: str = "auto", *,
-                   skip_if_nonfinite: torch.Tensor | None = None) -> None:
+                   skip_if_nonfinite: torch.Tensor | None = None, plans=None) -> None:
     """In place d = (1 − alpha)·d + alpha·g for every pair; alpha a Python float in [0, 1]; nothing is written
     when the optional 0-dim ``skip_if_nonfinite`` tensor is NaN or inf."""
     op = "lerp_momentum_"
@@ -92,7 +92,7 @@ def lerp_momentum_(ds, grads, alpha, backend: str = "auto", *,
     if not named["ds"]:
         check_backend(backend, op=op)
         return
-    table = triton_table(backend, named, op=op)
+    table = triton_table(backend, named, op=op, plans=plans)
     if table is not None:
         lerp_momentum_triton(table, alpha, skip_if_nonfinite)
         return

@@ -85,7 +85,8 @@ def scion_inner_product_triton(table: ChunkTable, radii, has_params: bool) -> to
         return finish_reduction(partials, sqrt=False)
 
 
-def scion_inner_product(ds, directions, radii, params=None, backend: str = "auto") -> torch.Tensor:
+def scion_inner_product(ds, directions, radii, params=None, backend: str = "auto", *,
+                        plans=None) -> torch.Tensor:
     """S = Σ_ℓ ⟨d_ℓ, (params_ℓ or 0) − r_ℓ·dir_ℓ⟩ as a 0-dim fp32 tensor (see module doc)."""
     op = "scion_inner_product"
     named = {"ds": check_list(ds, "ds", op=op), "directions": check_list(directions, "directions", op=op),
@@ -94,7 +95,7 @@ def scion_inner_product(ds, directions, radii, params=None, backend: str = "auto
     if not named["ds"]:
         check_backend(backend, op=op)
         return torch.zeros((), dtype=torch.float32)
-    table = triton_table(backend, named, op=op)
+    table = triton_table(backend, named, op=op, plans=plans)
     if table is not None:
         return scion_inner_product_triton(table, radii, params is not None)
     validate_lists(named, op=op)

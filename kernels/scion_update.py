@@ -79,7 +79,8 @@ def scion_update_triton(table: ChunkTable, radii, *, lr, scale, constrained) -> 
                    ALIGNED=group.aligned, BLOCK=block_size(BLOCK), num_warps=NUM_WARPS)
 
 
-def scion_update_(params, directions, radii, *, lr, scale, constrained, backend: str = "auto") -> None:
+def scion_update_(params, directions, radii, *, lr, scale, constrained, backend: str = "auto",
+                  plans=None) -> None:
     """In-place scaled LMO step (see module doc)."""
     op = "scion_update_"
     named = {"params": check_list(params, "params", op=op),
@@ -93,7 +94,7 @@ def scion_update_(params, directions, radii, *, lr, scale, constrained, backend:
     if not named["params"]:
         check_backend(backend, op=op)
         return
-    table = triton_table(backend, named, op=op)
+    table = triton_table(backend, named, op=op, plans=plans)
     if table is not None:
         scion_update_triton(table, radii, lr=lr, scale=scale, constrained=constrained)
         return

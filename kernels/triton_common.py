@@ -120,7 +120,7 @@ def sum_partials_kernel(partials_ptr, out_ptr, num_partials, SQRT: tl.constexpr,
         acc += tl.load(partials_ptr + offsets, mask=offsets < num_partials, other=0.0)
     total = tl.sum(acc, axis=0)
     if SQRT:
-        total = tl.sqrt(total)
+        total = tl.sqrt_rn(total)  # round-to-nearest, not sqrt.approx
     tl.store(out_ptr, total)
 
 

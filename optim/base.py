@@ -147,6 +147,14 @@ class OptimizerStatsMixin:
             buf = state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return buf
 
+    @property
+    def chunk_plans(self) -> kernels.ChunkPlans:
+        """This optimizer's Triton chunk tables (kernels.ChunkPlans), created on first use, never saved."""
+        plans = self.__dict__.get("_chunk_plans")
+        if plans is None:
+            plans = self.__dict__["_chunk_plans"] = kernels.ChunkPlans()
+        return plans
+
     def stats(self) -> dict[str, torch.Tensor]:
         """0-dim device tensors from the last step plus the running counters (`skipped_steps`, `consecutive_skips`)."""
         out = dict(self.__dict__.get("_last_stats", {}))
@@ -219,11 +227,11 @@ def groups_with_grads(param_groups: list[dict]) -> list[tuple[dict, list[torch.T
     return [w for w in work if w[1]]
 
 
-def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str
+def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str, plans=None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(global L2 norm over every gradient of ``work``, is-finite flag), both 0-dim device tensors. Sharded (FSDP)
     gradients: local sums of squares joined by one all-reduce, which also carries the non-finite flag."""
-    norm = global_norms([[g for _, _, grads in work for g in grads]], backend=backend)[0]
+    norm = global_norms([[g for _, _, grads in work for g in grads]], backend=backend, plans=plans)[0]
     return norm, finite_flag(norm)
 
 

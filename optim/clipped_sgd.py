@@ -83,7 +83,7 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
         work = groups_with_grads(self.param_groups)
         if not work:
             return loss
-        global_norm, ok = global_grad_norm(work, self.backend)
+        global_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans)
         nan = torch.full_like(global_norm, float("nan"))
         factors = []  # per group / per tensor clip factors (their mean is reported)
         for group, params, grads in work:
@@ -93,7 +93,8 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
             if self.norm_scope == "global":
                 units = [(params, grads, momenta, global_norm)]
             elif self.norm_scope == "group":
-                units = [(params, grads, momenta, global_norms([grads], backend=self.backend)[0])]
+                norm = global_norms([grads], backend=self.backend, plans=self.chunk_plans)[0]
+                units = [(params, grads, momenta, norm)]
             else:  # sharded tensors: the per-tensor norms of the group in one all-reduce
                 norms = global_norms([[g] for g in grads], backend=self.backend)
                 units = [([p], [g], None if momenta is None else [m], norms[i])
@@ -106,7 +107,9 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
                     local_list(ps), local_list(gs), local_list(ms), norm, lr=group["lr"],
                     momentum=group["momentum"],
                     nesterov=group["nesterov"], weight_decay=float(group["weight_decay"]),
-                    weight_decay_mode=group["weight_decay_mode"], backend=self.backend, **self._clip_kwargs(group))
+                    weight_decay_mode=group["weight_decay_mode"], backend=self.backend,
+                    plans=self.chunk_plans if len(units) == 1 else None,  # per-tensor units: the shared cache
+                    **self._clip_kwargs(group))
         factor = kernels.clip_factor(global_norm, **self._clip_kwargs(work[0][0])) if self.norm_scope == "global" \
             else torch.stack(factors).mean()
         self._record(ok, grad_norm=global_norm, clip_factor=factor)

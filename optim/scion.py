@@ -127,13 +127,13 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                 splits.append(sizes.get(p))
         if not params:
             return loss
-        grad_norm = global_norms([grads], backend=self.backend)[0]
+        grad_norm = global_norms([grads], backend=self.backend, plans=self.chunk_plans)[0]
         ok = finite_flag(grad_norm)
         shards = shard_group(params)  # FSDP: kernels on local shards, reductions joined by one all-reduce each
         for alpha in sorted(set(alphas)):  # a non-finite gradient norm leaves every d untouched
             idx = [i for i, a in enumerate(alphas) if a == alpha]
             kernels.lerp_momentum_(local_list([ds[i] for i in idx]), local_list([grads[i] for i in idx]), alpha,
-                                   backend=self.backend, skip_if_nonfinite=grad_norm)
+                                   backend=self.backend, skip_if_nonfinite=grad_norm, plans=self.chunk_plans)
         if shards is not None:
             if self.constrained and self.variant == 1:
                 raise ValueError("s3cg_variant=1 is not supported on sharded (FSDP) parameters; use variant 2")
@@ -155,7 +155,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
             scale = torch.ones_like(grad_norm)
         else:
             gap = kernels.scion_inner_product(ds, directions, radii, params if self.constrained else None,
-                                              backend=self.backend)
+                                              backend=self.backend, plans=self.chunk_plans)
             if shards is not None:
                 gap = sum_across(gap.reshape(1), shards)[0]
             ratio = gap / self._effective_rho()
@@ -170,7 +170,8 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
         for lr, idx in lr_buckets(lrs):  # a tensor lr joins the device-side scale: the update is lr*scale*r*s
             lr, lr_scale = (1.0, scale * lr.reshape(()).to(scale)) if isinstance(lr, torch.Tensor) else (lr, scale)
             kernels.scion_update_([params[i] for i in idx], [directions[i] for i in idx], [radii[i] for i in idx],
-                                  lr=lr, scale=lr_scale, constrained=self.constrained, backend=self.backend)
+                                  lr=lr, scale=lr_scale, constrained=self.constrained, backend=self.backend,
+                                  plans=self.chunk_plans)
         self._record(ok, **stats)
         return loss
 

@@ -206,19 +206,20 @@ def shard_group(tensors: list[torch.Tensor]):
     return row_shards(tensors[flags.index(True)]).group
 
 
-def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto") -> torch.Tensor:
+def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto", plans=None) -> torch.Tensor:
     """L2 norm of each list of tensors, where any tensor may be a sharded DTensor: a 1-D fp32 tensor of len(lists).
 
     Each rank sums the squares of its local shards (kernels.global_norm on plain local tensors) and one all-reduce
     joins all the lists' partial sums; a replicated (plain) tensor counts once, on rank 0. A NaN or inf in any shard
-    reaches every rank's result through the sum.
+    reaches every rank's result through the sum. ``plans``: the calling optimizer's kernels.ChunkPlans.
     """
     import kernels  # local: kernels imports nothing from optim, but keep this module importable on its own
 
     flat = [t for ts in lists for t in ts]
     group = _group_of(flat)
     if group is None:
-        return torch.stack([kernels.global_norm(ts, backend=backend) if ts else torch.zeros(()) for ts in lists])
+        return torch.stack([kernels.global_norm(ts, backend=backend, plans=plans) if ts else torch.zeros(())
+                            for ts in lists])
     device = next(local(t).device for t in flat if is_sharded(t))
     first = dist.get_rank(group) == 0
     partial = torch.zeros(len(lists), dtype=torch.float32, device=device)
@@ -226,5 +227,5 @@ def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto") -> t
         shards = [local(t) for t in ts if is_sharded(t) and local(t).numel() > 0]
         plain = [t for t in ts if not is_sharded(t)] if first else []
         if shards or plain:
-            partial[i] = kernels.global_norm(shards + plain, backend=backend).to(device).square()
+            partial[i] = kernels.global_norm(shards + plain, backend=backend, plans=plans).to(device).square()
     return sum_across(partial, group).sqrt()

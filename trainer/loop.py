@@ -65,16 +65,21 @@ def host_values(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(model: nn.Module, val_set, *, rank: int, world_size: int, micro_batch_size: int,
              device: torch.device, dtype: str) -> float:
-    """Mean cross-entropy over the fixed validation sequences, identical at any world size."""
+    """Mean cross-entropy over the fixed validation sequences, identical at any world size.
+
+    Every batch has the training micro-batch's shape (the last one padded with ignored targets), so a compiled
+    model compiles its no-grad evaluation graph once, at the first evaluation, and never again.
+    """
     was_training = model.training
     model.eval()
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # (loss x tokens, tokens)
-    for x, y in val_set.batches(rank, world_size, micro_batch_size):
+    for x, y in val_set.batches(rank, world_size, micro_batch_size, pad=True):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast_context(device, dtype):
-            _, loss = model(x, y)
-        sums[0] += loss.double() * y.numel()
-        sums[1] += y.numel()
+            _, loss = model(x, y, return_logits=False)
+        tokens = (y != -1).sum()
+        sums[0] += loss.double() * tokens
+        sums[1] += tokens
     all_reduce_sum(sums)
     model.train(was_training)
     return (sums[0] / sums[1]).item()

@@ -292,3 +292,31 @@ def test_gpt2_124m_sized_step_matches_reference(dtype):
                                         momentum=0.9, nesterov=True, weight_decay=0.1, backend=backend)
         assert_lists_close(ts.params, ref_p, dtype)
         assert_lists_close(ts.momenta, ref_m, dtype)
+
+
+def test_optimizer_chunk_plan_is_built_once_then_reused():
+    """The optimizer owns its chunk tables: gradient values changing in place rebuild nothing; new gradient
+    storage (set_to_none-style) is detected and gets new tables."""
+    import optim
+    params = [torch.nn.Parameter(t) for t in make([(67,), (13, 5)])]
+    opt = optim.DeltaGClip(params, lr=0.1, gamma=0.5, delta=0.1, momentum=0.9, backend="triton")
+    reference = optim.DeltaGClip([torch.nn.Parameter(p.detach().clone()) for p in params], lr=0.1, gamma=0.5,
+                                 delta=0.1, momentum=0.9, backend="torch")
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    for seed in range(4):
+        for p, q, g in zip(params, reference.param_groups[0]["params"], make([(67,), (13, 5)], seed=seed + 1)):
+            p.grad.copy_(g)  # new values, same storage (the trainer zeroes in place)
+            q.grad = g.clone()
+        opt.step()
+        reference.step()
+        if seed == 0:
+            built = opt.chunk_plans.builds
+    assert built == 2  # global_norm + the update, once
+    assert opt.chunk_plans.builds == built
+    for p, q in zip(params, reference.param_groups[0]["params"]):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6)
+    for p in params:
+        p.grad = torch.randn_like(p)  # new storage
+    opt.step()
+    assert opt.chunk_plans.builds == built + 2

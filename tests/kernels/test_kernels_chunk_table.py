@@ -45,10 +45,15 @@ def test_alignment_flag_follows_the_addresses():
     base = torch.zeros(256)
     assert base.data_ptr() % ALIGNMENT_BYTES == 0
     assert build_table([[base[:100], base[64:]]], chunk_size=64).groups[0].aligned
-    assert not build_table([[base[1:]]], chunk_size=64).groups[0].aligned
-    # one unaligned tensor gets its own group, the aligned ones keep the vector-load path
+    # a view 4 bytes in: its 3-element head is peeled into an unaligned chunk, the rest keeps vector access
+    peeled = build_table([[base[1:]]], chunk_size=64)
+    assert [(g.aligned, g.rows[:, 1].tolist()) for g in peeled.groups] == [(True, [64, 64, 64, 60]), (False, [3])]
+    assert peeled.groups[0].rows[0, 0] % ALIGNMENT_BYTES == 0
     mixed = build_table([[base[:100], base[1:50], base[128:]]], chunk_size=64)
-    assert [(g.aligned, g.rows[:, 2].tolist()) for g in mixed.groups] == [(True, [0, 0, 2, 2]), (False, [1])]
+    assert [(g.aligned, g.rows[:, 2].tolist()) for g in mixed.groups] == [(True, [0, 0, 1, 2, 2]), (False, [1])]
+    # lists misaligned by different amounts have no common head: the whole tensor runs unaligned
+    apart = build_table([[base[1:50]], [base[2:51]]], chunk_size=64)
+    assert [(g.aligned, g.rows[:, 2].tolist()) for g in apart.groups] == [(False, [49])]
 
 
 def test_table_is_cached_per_list_and_rebuilt_when_a_tensor_moves():

@@ -41,3 +41,23 @@ def test_no_register_spills(variant, ptx_by_name):
 def test_loop_finder_on_a_handwritten_ptx():
     ptx = "$L__BB0_1:\n ld.global.v4.b32 {%r1,%r2,%r3,%r4}, [%rd1];\n @%p1 bra $L__BB0_1;\n$L__BB0_2:\n ret;"
     assert loop_bodies(ptx) == ["$L__BB0_1:\n ld.global.v4.b32 {%r1,%r2,%r3,%r4}, [%rd1];\n @%p1 bra $L__BB0_1;"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+def test_divisions_and_square_roots_round_to_nearest(variant, ptx_by_name):
+    """γ/‖g‖ and the norm's square root match torch's IEEE results: no approximate div.full / sqrt.approx."""
+    ptx = ptx_by_name[variant.name]
+    assert not re.search(r"\bdiv\.(?:full|approx)\.f32", ptx), "approximate division"
+    assert not re.search(r"\bsqrt\.approx\.", ptx), "approximate square root"
+    if variant.name.startswith("clipped_sgd"):
+        assert "div.rn.f32" in ptx
+    if variant.name.startswith("sum_partials"):
+        assert "sqrt.rn.f32" in ptx
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.name.startswith("clipped_sgd")], ids=lambda v: v.name)
+def test_clipped_update_loads_everything_before_its_first_store(variant, ptx_by_name):
+    """The momentum store comes after the parameter load: one memory round trip per iteration, not two."""
+    main = max(loop_bodies(ptx_by_name[variant.name]), key=lambda body: body.count("ld.global.v4"))
+    accesses = re.findall(r"\b(ld|st)\.global", main)
+    assert "st" in accesses and "ld" not in accesses[accesses.index("st"):], accesses
