@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
+import optim
+
 from optim import bench
 
 
@@ -15,3 +20,31 @@ def test_benchmark_runs_small_on_cpu(tmp_path):
     assert all(entry["step_ms"] > 0 for entry in saved["results"].values())
     assert saved["results"]["adamw"]["vs_fused_adamw"] == 1.0
     assert set(saved["clipping_overhead_vs_unclipped"]) == {"unconstrained_clipped_scion", "clipped_scion"}
+
+
+def test_anchor_parameter_set_is_untied_gpt2_124m_without_biases():
+    shapes = bench.shapes_of(**bench.SIZES["anchor"])
+    assert len(shapes) == 74
+    assert round(sum(torch.Size(s).numel() for _, s in shapes) / 1e5) / 10 == 162.2
+    assert {"embed.weight", "head.weight", "blocks.11.norm2.weight"} <= {n for n, _ in shapes}
+
+
+@pytest.mark.slow
+def test_dgclip_comparison_times_the_whole_step_against_torch(tmp_path):
+    named = bench.parameter_set(n_layer=1, d=16, vocab=64, device="cpu", untied=True)
+    report = bench.compare_dgclip(named, steps=1, warmup=1)
+    assert set(report["step_ms"]) == {"ours", "torch_eager_foreach", "torch_compile_default", "fused_adamw"}
+    assert all(ms > 0 for ms in report["step_ms"].values()) and report["vs_ours"]["ours"] == 1.0
+
+
+def test_foreach_baseline_is_the_same_update_as_ours():
+    named = bench.parameter_set(n_layer=1, d=16, vocab=64, device="cpu", untied=True)
+    ours = optim.DeltaGClip([p for _, p in named], lr=0.1, gamma=1e-3, delta=0.1, momentum=0.9)
+    params = [p.detach().clone() for _, p in named]
+    momenta = [torch.zeros_like(p) for p in params]
+    for _ in range(2):
+        ours.step()
+        bench.dgclip_momentum_foreach(params, [p.grad for _, p in named], momenta, lr=0.1, gamma=1e-3, delta=0.1,
+                                      momentum=0.9)
+    for (_, p), q in zip(named, params):
+        torch.testing.assert_close(p.detach(), q)
