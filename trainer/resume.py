@@ -37,7 +37,7 @@ from trainer.distributed import broadcast_object
 # Keys whose new value is simply used on resume; every other key changes the run.
 RESUMABLE = ("train.steps", "train.stop_after_step", "train.out_dir", "train.checkpoint_every",
              "train.keep_checkpoints", "train.resume", "train.resume_changes", "train.eval_every",
-             "train.eval_tokens", "train.log_every", "train.device", "train.dtype", "train.compile",
+             "train.eval_tokens", "train.log_every", "train.device", "train.dtype", "train.compile", "train.tf32",
              "train.micro_batch_size", "train.max_nonfinite_steps", "train.dist_timeout_s",
              "train.consistency_check_every", "train.parallel", "log.*", "data.check_tokens", "optim.backend",
              "train.sample_*", "train.hellaswag_every", "data.hellaswag")
