@@ -4,9 +4,9 @@
     torchrun --nproc_per_node=8 train_gpt.py --config configs/gpt2-124m.toml --optim.name=clipped_scion
 
 The story of a run: read and validate the config (before any process group exists), join the
-process group, build the model, optimizer, LR schedule and data, resume from the newest checkpoint
-in ``train.out_dir`` if there is one, then loop: gradient of the global batch, skip-or-step, log,
-evaluate, checkpoint.
+process group, build the run's state (model, optimizer, LR schedule, data: trainer/state.py), resume
+it from the newest checkpoint in ``train.out_dir`` if there is one, then loop: one step (the optimizer
+owns the gradient norm, clip factor and non-finite skip; one host read), log, evaluate, checkpoint.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from data.scan import check_directory
 from evals.in_training import Looks
 from model import GPT
 from trainer import checkpoint, parallel
-from trainer.distributed import (ConsistencyError, DistInfo, all_gather_objects, broadcast_object,
-                                 check_consistency, init_distributed, peer_failure, shutdown)
+from trainer.distributed import (ConsistencyError, DistInfo, broadcast_object, check_consistency, init_distributed,
+                                 peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
-from trainer.loop import evaluate, host_values, make_backward
+from trainer.loop import evaluate
 from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
-from trainer.resume import restore, rng_state
 from trainer.schedule import lr_multiplier
+from trainer.state import TrainState, train_step
 
 
 class NonFiniteError(RuntimeError):
@@ -65,57 +65,49 @@ def build_data(cfg: Config, dist: DistInfo) -> tuple[TrainLoader, ValidationSet]
     return train, val
 
 
-def train(cfg: Config, dist: DistInfo) -> None:
-    out_dir = Path(cfg.train.out_dir)
-    device, tcfg = dist.device, cfg.train
-    torch.manual_seed(tcfg.seed)  # same initial weights on every rank
+def build(cfg: Config, dist: DistInfo) -> tuple[TrainState, ValidationSet, optim.GradientRegularization]:
+    """The run's pieces: model (compiled, DDP-wrapped), optimizer, LR schedule, data, metrics; step 0."""
+    tcfg = cfg.train
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg.tf32
-    raw_model = GPT(cfg.model).to(device)
-    model = parallel.wrap_model(raw_model, mode=tcfg.parallel, distributed=dist.distributed, device=device,
+    torch.manual_seed(tcfg.seed)  # same initial weights on every rank
+    raw_model = GPT(cfg.model).to(dist.device)
+    model = parallel.wrap_model(raw_model, mode=tcfg.parallel, distributed=dist.distributed, device=dist.device,
                                 dtype=tcfg.dtype, compile=tcfg.compile)  # fsdp: raw_model's parameters are sharded
-    parameters = [p for p in raw_model.parameters() if p.requires_grad]
     optimizer = optim.build(raw_model, cfg.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
         lr_multiplier, steps=tcfg.steps, warmup_steps=tcfg.warmup_steps, warmdown_frac=tcfg.warmdown_frac,
         decay=tcfg.lr_decay, min_frac=tcfg.min_lr_frac))
     regularizer = optim.GradientRegularization(cfg.optim.gr, tcfg.steps)
-    looks = Looks(cfg, dist)  # samples / HellaSwag during training (a bad data.hellaswag stops here)
     train_loader, val_set = build_data(cfg, dist)
-    metrics = MetricsWriter(out_dir, enabled=dist.is_main)
+    metrics = MetricsWriter(Path(tcfg.out_dir), enabled=dist.is_main)
+    state = TrainState(cfg, dist, raw_model, model, optimizer, scheduler, train_loader, metrics)
+    return state, val_set, regularizer
 
-    step, skipped = restore(cfg, Config, dist, raw_model, optimizer, scheduler, train_loader, metrics)
+
+def train(cfg: Config, dist: DistInfo) -> None:
+    out_dir, tcfg = Path(cfg.train.out_dir), cfg.train
+    looks = Looks(cfg, dist)  # samples / HellaSwag during training (a bad data.hellaswag stops here)
+    state, val_set, regularizer = build(cfg, dist)
+    state.resume()
+    raw_model = state.raw_model
     if dist.is_main:
         write_run_files(out_dir, cfg, dist)
         print(f"model: {raw_model.num_params() / 1e6:.2f}M non-embedding parameters | world size "
-              f"{dist.world_size} | grad accumulation {train_loader.grad_accum_steps}")
-        print(optim.describe_groups(optimizer))
+              f"{dist.world_size} | grad accumulation {state.loader.grad_accum_steps}")
+        print(optim.describe_groups(state.optimizer))
     wandb = WandbLogger(cfg.log, to_dict(cfg), out_dir) if (cfg.log.wandb and dist.is_main) else None
 
     tokens_per_step = tcfg.batch_size * cfg.model.block_size
     flops_per_step = raw_model.flops_per_token() * tokens_per_step
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    peak = peak_flops(torch.cuda.get_device_name(dist.device)) if dist.device.type == "cuda" else None
     last_step = min(tcfg.steps, tcfg.stop_after_step or tcfg.steps)
-    started, start_step = time.perf_counter(), step
-    while step < last_step:
-        t0 = time.perf_counter()
-        batch = train_loader.next_batch()  # int64 on the device (prefetched during the previous step)
-        backward = make_backward(model, batch, device, tcfg.dtype, parameters)
-        loss = regularizer.compute(parameters, backward, step) if regularizer.enabled else backward()
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()  # owns the step's gradient facts: norm, clip factor and skip, decided on the device
-        scheduler.step()
-        step += 1
-        if step < last_step:
-            train_loader.prefetch()  # host reads the next batch while the device finishes this step
-        values = host_values({"train_loss": loss, **optim.step_stats(optimizer)})  # the step's one host read
-        skipped = int(values.pop("skipped_steps", skipped))
-        consecutive_bad = int(values.pop("consecutive_skips", 0))
-
-        dt = time.perf_counter() - t0
-        record = {"step": step, "train_loss": values.pop("train_loss"), "lr": lr, **values,
-                  "tokens": step * tokens_per_step, "step_time_s": dt, "tokens_per_s": tokens_per_step / dt,
-                  "elapsed_s": time.perf_counter() - started, "skipped_steps": skipped}
-        finite = consecutive_bad == 0
+    started, start_step = time.perf_counter(), state.step
+    while state.step < last_step:
+        values = train_step(state, regularizer, prefetch=state.step + 1 < last_step)
+        step, dt = state.step, values["step_time_s"]
+        record = {"step": step, **values, "tokens": step * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
+                  "elapsed_s": time.perf_counter() - started, "skipped_steps": state.skipped_steps}
+        finite = state.consecutive_skips == 0
         if not finite:
             record["skipped"] = True
         if peak is not None:
@@ -123,25 +115,26 @@ def train(cfg: Config, dist: DistInfo) -> None:
         record["eta_s"] = (record["elapsed_s"] / (step - start_step)) * (tcfg.steps - step)
         if step == start_step + 1:  # the optimizer state exists from the first step on
             record["param_bytes_per_rank"] = sharding.bytes_of(raw_model.parameters())
-            record["optim_state_bytes_per_rank"] = sharding.optimizer_state_bytes(optimizer)
+            record["optim_state_bytes_per_rank"] = sharding.optimizer_state_bytes(state.optimizer)
         if (tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps:
-            record["val_loss"] = evaluate(model, val_set, rank=dist.rank, world_size=dist.world_size,
-                                          micro_batch_size=tcfg.micro_batch_size, device=device, dtype=tcfg.dtype)
+            record["val_loss"] = evaluate(state.model, val_set, rank=dist.rank, world_size=dist.world_size,
+                                          micro_batch_size=tcfg.micro_batch_size, device=dist.device,
+                                          dtype=tcfg.dtype)
         record.update(looks(raw_model, step))
-        metrics.write(record)
+        state.metrics.write(record)
         if wandb is not None:
             wandb.log(record)
         if dist.is_main and (step % tcfg.log_every == 0 or "val_loss" in record or not finite):
             print(format_line(record, tcfg.steps), flush=True)
-        if consecutive_bad >= tcfg.max_nonfinite_steps:
-            raise NonFiniteError(f"{consecutive_bad} consecutive steps had a non-finite loss or gradient "
+        if state.consecutive_skips >= tcfg.max_nonfinite_steps:
+            raise NonFiniteError(f"{state.consecutive_skips} consecutive steps had a non-finite loss or gradient "
                                  f"(train.max_nonfinite_steps); stopping at step {step}. The last good "
                                  f"checkpoint in {checkpoint.checkpoint_dir(out_dir)} is kept.")
         if tcfg.consistency_check_every and step % tcfg.consistency_check_every == 0:
-            check_consistency(parameters, step)
+            check_consistency(state.parameters, step)
         due = (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0) or step == last_step
-        if due and consecutive_bad == 0:  # never checkpoint in the middle of a non-finite streak
-            save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, train_loader)
+        if due and finite:  # never checkpoint in the middle of a non-finite streak
+            state.save()
     if wandb is not None:
         wandb.finish()
 
@@ -153,28 +146,6 @@ def write_run_files(out_dir: Path, cfg: Config, dist: DistInfo) -> None:
     (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     info = run_info(dist.world_size, str(dist.device), device_name)
     (out_dir / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-
-
-def save_checkpoint(cfg, dist, step, skipped, raw_model, optimizer, scheduler, train_loader) -> None:
-    """Gather every rank's loader position and RNG state, then rank 0 writes the checkpoint."""
-    loaders = all_gather_objects(train_loader.state_dict())
-    if any(s != loaders[0] for s in loaders):
-        raise RuntimeError(f"ranks disagree on the data position at step {step}: {loaders}")
-    rngs = all_gather_objects(rng_state())
-    tensors = parallel.checkpoint_tensors(  # fsdp: every rank writes its shards (DCP); else whole state dicts
-        checkpoint.checkpoint_file(cfg.train.out_dir, step), raw_model, optimizer)
-    error = None
-    if dist.is_main:
-        try:
-            checkpoint.save(cfg.train.out_dir, step, {
-                "step": step, "skipped_steps": skipped, **tensors, "scheduler": scheduler.state_dict(),
-                "loader": loaders[0], "loader_per_rank": loaders, "rng": rngs, "config": to_dict(cfg)},
-                keep=cfg.train.keep_checkpoints)
-        except checkpoint.CheckpointWriteError as err:
-            error = str(err)
-    error = broadcast_object(error)  # every rank stops the same way if rank 0 could not write
-    if error is not None:
-        raise checkpoint.CheckpointWriteError(error)
 
 
 def failure_line(err: Exception, cfg: Config) -> str | None:
