@@ -20,6 +20,8 @@ from collections import OrderedDict
 
 import torch
 
+from kernels import ChunkPlans
+
 from .sharding import global_norms
 
 from .settings import check_lr, group_label, run_load_pre_hooks
@@ -148,11 +150,11 @@ class OptimizerStatsMixin:
         return buf
 
     @property
-    def chunk_plans(self) -> kernels.ChunkPlans:
+    def chunk_plans(self) -> ChunkPlans:
         """This optimizer's Triton chunk tables (kernels.ChunkPlans), created on first use, never saved."""
         plans = self.__dict__.get("_chunk_plans")
         if plans is None:
-            plans = self.__dict__["_chunk_plans"] = kernels.ChunkPlans()
+            plans = self.__dict__["_chunk_plans"] = ChunkPlans()
         return plans
 
     def stats(self) -> dict[str, torch.Tensor]:
