@@ -205,8 +205,8 @@ def clipped_sgd_update_(params, grads, momenta, norm, *, lr, rule, gamma=None, d
             raise ValueError(f"kernels.{op}: params is empty but grads/momenta are not")
         return
     named = {"params": params, "grads": grads, "momenta": momenta}
-    table = None if isinstance(lr, torch.Tensor) else triton_table(backend, named, op=op,
-                                                                                  plans=plans)  # tensor lr: reference
+    # a tensor lr runs the reference
+    table = None if isinstance(lr, torch.Tensor) else triton_table(backend, named, op=op, plans=plans)
     if table is not None:
         clipped_sgd_update_triton(table, norm, **kwargs)
         return
