@@ -74,6 +74,8 @@ def build(cfg: Config, dist: DistInfo) -> tuple[TrainState, ValidationSet, optim
     model = parallel.wrap_model(raw_model, mode=tcfg.parallel, distributed=dist.distributed, device=dist.device,
                                 dtype=tcfg.dtype, compile=tcfg.compile)  # fsdp: raw_model's parameters are sharded
     optimizer = optim.build(raw_model, cfg.optim)
+    if dist.distributed and tcfg.parallel == "ddp":  # a NaN on one rank only (a fault) makes every rank skip
+        optimizer.agree_across(torch.distributed.group.WORLD)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
         lr_multiplier, steps=tcfg.steps, warmup_steps=tcfg.warmup_steps, warmdown_frac=tcfg.warmdown_frac,
         decay=tcfg.lr_decay, min_frac=tcfg.min_lr_frac))

@@ -144,7 +144,7 @@ class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
             return loss
         grad_scale = getattr(self, "grad_scale", None)  # set by GradScaler.step around this call
         found_inf = getattr(self, "found_inf", None)
-        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans)
+        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
         if grad_scale is not None:
             grad_norm = grad_norm / grad_scale.to(grad_norm)
         if found_inf is not None:

@@ -100,6 +100,16 @@ class OptimizerStatsMixin:
             self.param_groups.pop()
             raise
 
+    def agree_across(self, group) -> None:
+        """Declare that the ranks of ``group`` hold the same gradients (DDP): each step then all-reduces a 4-byte
+        non-finite flag with the global norm, so a fault on one rank makes every rank skip. A per-process binding:
+        not part of the state dict, not pickled."""
+        self.__dict__["_replicas"] = group
+
+    @property
+    def replicas(self):
+        return self.__dict__.get("_replicas")
+
     def _full_state(self) -> dict:
         state = super().__getstate__()
         for key in ("_counters", "_last_stats", "process_group"):
@@ -229,11 +239,13 @@ def groups_with_grads(param_groups: list[dict]) -> list[tuple[dict, list[torch.T
     return [w for w in work if w[1]]
 
 
-def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str, plans=None
+def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str, plans=None, replicas=None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(global L2 norm over every gradient of ``work``, is-finite flag), both 0-dim device tensors. Sharded (FSDP)
-    gradients: local sums of squares joined by one all-reduce, which also carries the non-finite flag."""
-    norm = global_norms([[g for _, _, grads in work for g in grads]], backend=backend, plans=plans)[0]
+    gradients: local sums of squares joined by one all-reduce, which also carries the non-finite flag; replicated
+    (DDP) gradients with ``replicas`` set: a 4-byte flag all-reduce makes the ranks agree (sharding.global_norms)."""
+    norm = global_norms([[g for _, _, grads in work for g in grads]], backend=backend, plans=plans,
+                        replicas=replicas)[0]
     return norm, finite_flag(norm)
 
 

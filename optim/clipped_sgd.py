@@ -83,7 +83,7 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
         work = groups_with_grads(self.param_groups)
         if not work:
             return loss
-        global_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans)
+        global_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
         nan = torch.full_like(global_norm, float("nan"))
         factors = []  # per group / per tensor clip factors (their mean is reported)
         for group, params, grads in work:

@@ -99,7 +99,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         work = groups_with_grads(self.param_groups)
         if not work:
             return loss
-        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans)
+        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
         okf = ok.to(grad_norm.dtype)  # float64 when the gradients are
         work = [(group, params, local_list(grads)) for group, params, grads in work]  # FSDP: this rank's rows
         for _, _, grads in work:

@@ -127,7 +127,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                 splits.append(sizes.get(p))
         if not params:
             return loss
-        grad_norm = global_norms([grads], backend=self.backend, plans=self.chunk_plans)[0]
+        grad_norm = global_norms([grads], backend=self.backend, plans=self.chunk_plans, replicas=self.replicas)[0]
         ok = finite_flag(grad_norm)
         shards = shard_group(params)  # FSDP: kernels on local shards, reductions joined by one all-reduce each
         for alpha in sorted(set(alphas)):  # a non-finite gradient norm leaves every d untouched

@@ -206,20 +206,30 @@ def shard_group(tensors: list[torch.Tensor]):
     return row_shards(tensors[flags.index(True)]).group
 
 
-def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto", plans=None) -> torch.Tensor:
+def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto", plans=None,
+                 replicas=None) -> torch.Tensor:
     """L2 norm of each list of tensors, where any tensor may be a sharded DTensor: a 1-D fp32 tensor of len(lists).
 
     Each rank sums the squares of its local shards (kernels.global_norm on plain local tensors) and one all-reduce
     joins all the lists' partial sums; a replicated (plain) tensor counts once, on rank 0. A NaN or inf in any shard
     reaches every rank's result through the sum. ``plans``: the calling optimizer's kernels.ChunkPlans.
+
+    ``replicas``: a process group whose ranks hold the same (e.g. DDP-averaged) plain tensors. Their norms are
+    computed locally, then one 4-byte all-reduce of a non-finite flag makes every rank see NaN when any rank's
+    norm is not finite (a fault after the gradient all-reduce), so all ranks skip the step together.
     """
     import kernels  # local: kernels imports nothing from optim, but keep this module importable on its own
 
     flat = [t for ts in lists for t in ts]
     group = _group_of(flat)
     if group is None:
-        return torch.stack([kernels.global_norm(ts, backend=backend, plans=plans) if ts else torch.zeros(())
-                            for ts in lists])
+        norms = torch.stack([kernels.global_norm(ts, backend=backend, plans=plans) if ts else torch.zeros(())
+                             for ts in lists])
+        if replicas is not None and dist.is_available() and dist.is_initialized():
+            bad = (~torch.isfinite(norms)).any().to(torch.float32).reshape(1)
+            dist.all_reduce(bad, op=dist.ReduceOp.SUM, group=replicas)
+            norms = torch.where(bad > 0, torch.full_like(norms, float("nan")), norms)
+        return norms
     device = next(local(t).device for t in flat if is_sharded(t))
     first = dist.get_rank(group) == 0
     partial = torch.zeros(len(lists), dtype=torch.float32, device=device)

@@ -76,31 +76,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def agree_on_gradients(loss_sum: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
-    """All-reduce the loss together with a count of ranks whose gradient is non-finite; return the loss sum.
-
-    Called after DDP's gradient all-reduce, so every rank should hold the same gradient. If one rank's is
-    non-finite anyway (a fault after the all-reduce), one element of every rank's gradient is set to NaN, so
-    every optimizer sees a non-finite norm and all ranks skip the step together instead of diverging.
-    The flag rides on the loss reduction the trainer does anyway: no extra collective, no host sync.
-    """
-    if not dist.is_initialized():
-        return loss_sum
-    if any(is_sharded(g) for g in grads):  # FSDP: the optimizer's norm is one all-reduce, so ranks already agree
-        dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
-        return loss_sum
-    bad = torch.zeros((), device=loss_sum.device)
-    if grads:
-        norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
-        bad = (~torch.isfinite(norms.sum())).float().to(loss_sum.device)
-    facts = torch.stack([loss_sum.float(), bad])
-    dist.all_reduce(facts, op=dist.ReduceOp.SUM)
-    first = next((g.view(-1)[:1] for g in grads if g.is_contiguous() and g.numel()), None)
-    if first is not None:
-        torch.where(facts[1] > 0, torch.full_like(first, float("nan")), first, out=first)
-    return facts[0]
-
-
 _WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from trainer.distributed import agree_on_gradients, all_reduce_sum
+from trainer.distributed import all_reduce_sum
 from trainer.parallel import no_sync
 
 
@@ -46,7 +46,7 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
             total += loss.detach().float()
         total /= accum
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        return agree_on_gradients(total, [p.grad for p in parameters if p.grad is not None]) / world
+        return all_reduce_sum(total) / world
 
     return backward
 

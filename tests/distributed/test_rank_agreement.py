@@ -1,5 +1,6 @@
-"""A NaN that appears on one rank only, after DDP's all-reduce, makes every rank skip the step (the flag rides
-on the loss reduction); without that agreement the ranks diverge and the cross-rank checksum names them."""
+"""A NaN that appears on one rank only, after DDP's all-reduce, makes every rank skip the step (a 4-byte flag
+all-reduce beside the optimizer's global norm); without that agreement the ranks diverge and the cross-rank checksum
+names them."""
 
 from __future__ import annotations
 
@@ -39,16 +40,16 @@ def _worker(rank: int, port: int, agree: bool, results) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     from optim import AdamW
-    from trainer import distributed, loop
+    from trainer import loop
     from trainer.distributed import ConsistencyError, check_consistency
-    if not agree:  # the plain loss reduction, as before the flag was folded in
-        loop.agree_on_gradients = lambda total, grads: distributed.all_reduce_sum(total)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
     ddp = DDP(model)
     ddp.register_comm_hook({"calls": 0}, _poison_rank1_after_allreduce)
     params = list(model.parameters())
     optimizer = AdamW(params, lr=0.1)
+    if agree:  # the trainer does this under ddp: the step's norm carries a cross-rank flag
+        optimizer.agree_across(dist.group.WORLD)
     ddp_forward = ddp.forward
     ddp.forward = lambda x, y, **kwargs: (None, torch.nn.functional.mse_loss(ddp_forward(x), y))
     generator = torch.Generator().manual_seed(rank)
