@@ -33,7 +33,7 @@ from trainer import checkpoint, parallel
 from trainer.distributed import (ConsistencyError, DistInfo, broadcast_object, check_consistency, init_distributed,
                                  peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
-from trainer.loop import evaluate
+from trainer.passes import evaluate
 from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
 from trainer.schedule import lr_multiplier
 from trainer.state import TrainState, train_step

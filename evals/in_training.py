@@ -13,7 +13,7 @@ import torch
 from data.tokenizer import EOT, EOT_TEXT, VOCAB_SIZE, gpt2_encoding
 from evals.hellaswag import load_examples, score
 from model.generate import generate
-from trainer.loop import autocast_context
+from trainer.passes import autocast_context
 
 
 class Looks:

@@ -17,7 +17,7 @@ from torch import nn
 from configs.base import to_dict
 from trainer import checkpoint, parallel
 from trainer.distributed import DistInfo, all_gather_objects, broadcast_object
-from trainer.loop import host_values, make_backward
+from trainer.passes import host_values, make_backward
 from trainer.metrics import MetricsWriter
 from trainer.resume import restore, rng_state
 

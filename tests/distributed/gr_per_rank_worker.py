@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from optim import GradientRegularization, GRConfig
-from trainer.loop import make_backward
+from trainer.passes import make_backward
 
 
 class Regression(torch.nn.Module):

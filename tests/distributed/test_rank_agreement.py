@@ -40,7 +40,7 @@ def _worker(rank: int, port: int, agree: bool, results) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     from optim import AdamW
-    from trainer import loop
+    from trainer import passes
     from trainer.distributed import ConsistencyError, check_consistency
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
@@ -56,7 +56,7 @@ def _worker(rank: int, port: int, agree: bool, results) -> None:
     outcome = "consistent"
     for step in range(1, 5):
         batch = [(torch.randn(4, 8, generator=generator), torch.randn(4, 1, generator=generator))]
-        loop.make_backward(ddp, batch, torch.device("cpu"), "float32", params)()
+        passes.make_backward(ddp, batch, torch.device("cpu"), "float32", params)()
         optimizer.step()
         try:
             check_consistency(params, step)

@@ -126,7 +126,7 @@ def dropout_gpt():
 def test_dropout_masks_are_replayed_for_the_perturbed_pass():
     """r = 1e-6, alpha = 1: g = g2 = grad L(theta + r v) with the same dropout masks, so ||g - g1|| / ||g1|| ~ 0
     (a new mask draw for the second pass gives about 0.5)."""
-    from trainer.loop import make_backward
+    from trainer.passes import make_backward
 
     model, batches = dropout_gpt()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -9,7 +9,7 @@ import torch._dynamo
 from data.loader import ValidationSet
 from data.shards import write_shard
 from model import GPT, ModelConfig
-from trainer.loop import evaluate, make_backward
+from trainer.passes import evaluate, make_backward
 
 
 def test_train_eval_rounds_compile_once_each(tmp_path):

@@ -1,4 +1,5 @@
-"""One training step's gradient (micro-batches, DDP no_sync), its one host read, and the validation loss."""
+"""The passes of a training step and of evaluation: the global-batch gradient (micro-batches, DDP/FSDP no_sync),
+the step's one host read, and the validation loss. The loop itself is train_gpt.py's; the step is trainer/state.py."""
 
 from __future__ import annotations
 
