@@ -17,7 +17,7 @@ class Regression(torch.nn.Module):
         super().__init__()
         self.fc1, self.fc2 = torch.nn.Linear(4, 8), torch.nn.Linear(8, 1)
 
-    def forward(self, x, y):
+    def forward(self, x, y, return_logits=True):  # the trainer's make_backward asks for the loss only
         out = self.fc2(torch.tanh(self.fc1(x)))
         return out, ((out.squeeze(-1) - y) ** 2).mean()
 
