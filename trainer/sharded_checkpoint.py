@@ -15,7 +15,6 @@ checkpoints (ddp, one process) stay single ``.pt`` files.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from optim import sharding
+from trainer.checkpoint import CheckpointWriteError, file_sha256
 
 _PLACEHOLDER = "dcp:"  # an optimizer-state value stored in the .dcp directory under this key
 
@@ -60,14 +60,6 @@ def _split_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict
     return sd, tensors
 
 
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def save_tensors(final_file: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Write the model's and optimizer's tensors of every rank into ``dcp_dir(final_file)`` (a collective); return the
     entries the checkpoint file carries instead of them (``model_shapes``, ``optimizer`` with placeholders,
@@ -89,16 +81,15 @@ def save_tensors(final_file: Path, model: torch.nn.Module, optimizer: torch.opti
     except Exception as err:  # noqa: BLE001 - DCP raises the same error on every rank
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        from trainer.checkpoint import CheckpointWriteError
         raise CheckpointWriteError(f"could not write the sharded tensors of {final_file.name} into {target}: "
                                    f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; the "
                                    f"partial directory was removed and the previous checkpoint is intact") from err
-    mine = {p.name: _sha256(p) for p in tmp.iterdir() if p.name.startswith(f"__{rank}_")}
+    mine = {p.name: file_sha256(p) for p in tmp.iterdir() if p.name.startswith(f"__{rank}_")}
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, mine)
     files = {name: digest for part in gathered for name, digest in part.items()}
     if rank == 0:
-        files[".metadata"] = _sha256(tmp / ".metadata")
+        files[".metadata"] = file_sha256(tmp / ".metadata")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
     dist.barrier()
@@ -116,7 +107,7 @@ def verify(checkpoint_file: Path, state: dict) -> None:
         path = directory / name
         if not path.is_file():
             raise ValueError(f"{directory.name}/{name} is missing")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise ValueError(f"checksum mismatch in {directory.name}/{name}: the file changed after it was written")
 
 
