@@ -51,17 +51,11 @@ def padded_numel(params: list[torch.Tensor], world: int) -> int:
     return sum(math.ceil(p.shape[0] / world) * world * math.prod(p.shape[1:]) for p in params)
 
 
-def spectral_pieces(model: GPT) -> list[tuple[int, int]]:
-    """Shapes of the matrices the spectral LMO / Muon orthogonalizes: q, k, v of each fused qkv separately."""
-    pieces = []
-    for name, p in model.named_parameters():
-        if not name.startswith("blocks.") or p.ndim != 2:
-            continue
-        if name.endswith("attn.qkv.weight"):
-            pieces += [(p.shape[0] // 3, p.shape[1])] * 3
-        else:
-            pieces.append(tuple(p.shape))
-    return pieces
+def spectral_pieces(model: GPT, optimizer: str) -> list[tuple[int, ...]]:
+    """Shapes of the matrices the spectral LMO / Muon orthogonalizes, in step order: each piece of a split parameter
+    (q, k, v of a fused qkv, from the groups' split sizes) on its own."""
+    return [(n, *p.shape[1:]) for p, spectral, sizes in whole_tensors(model, optimizer) if spectral
+            for n in (sizes or [p.shape[0]])]
 
 
 def step_bytes(model: GPT, world: int, *, mode: str, optimizer: str, accum: int = 1, param_bytes: int = 2,
@@ -79,7 +73,7 @@ def step_bytes(model: GPT, world: int, *, mode: str, optimizer: str, accum: int 
     if mode == "ddp":
         out["all_reduce (gradients)"] = round(2 * frac * n * 4)
         if optimizer in SPECTRAL:
-            pieces = spectral_pieces(model)
+            pieces = spectral_pieces(model, optimizer)
             owners = split_by_cost(pieces, world)
             out["broadcast (Newton-Schulz results)"] = sum(a * b * ns_bytes for (a, b), o in zip(pieces, owners)
                                                           if o != rank)
@@ -92,8 +86,8 @@ def step_bytes(model: GPT, world: int, *, mode: str, optimizer: str, accum: int 
     if optimizer in SPECTRAL:  # whole tensors at their owners and back (optim/lmo_sharded.py)
         to_owner = from_owner = 0
         exchanged = whole_tensors(model, optimizer)
-        owners = assign_owners([tuple(p.shape) for p, _ in exchanged], world)
-        for (p, spectral), o in zip(exchanged, owners):
+        owners = assign_owners([tuple(p.shape) for p, _, _ in exchanged], world)
+        for (p, spectral, _), o in zip(exchanged, owners):
             sizes = chunk_sizes(p.shape[0], world)
             row = math.prod(p.shape[1:])
             if o == rank:
@@ -105,16 +99,19 @@ def step_bytes(model: GPT, world: int, *, mode: str, optimizer: str, accum: int 
     return out
 
 
-def whole_tensors(model: GPT, optimizer: str) -> list[tuple[torch.Tensor, bool]]:
-    """(parameter, is spectral) of every tensor the sharded optimizer assembles whole at an owner rank, in the order
-    its step visits them: Muon's orthogonalized matrices; for the Scion family every non-sign LMO."""
+def whole_tensors(model: GPT, optimizer: str) -> list[tuple[torch.Tensor, bool, list[int] | None]]:
+    """(parameter, is spectral, split sizes) of every tensor the sharded optimizer assembles whole at an owner rank,
+    in the order its step visits them: Muon's orthogonalized matrices; for the Scion family every non-sign LMO."""
     import optim
     from optim.config import OptimConfig
+    from optim.splits import sizes_by_param
 
     built = optim.build(model, OptimConfig(name=optimizer))
     if optimizer == "muon":
-        return [(p, True) for g in built.param_groups if g["use_muon"] for p in g["params"]]
-    return [(p, g["norm"] == "spectral") for g in built.param_groups if g["norm"] != "sign" for p in g["params"]]
+        chosen = [(g, True) for g in built.param_groups if g["use_muon"]]
+    else:
+        chosen = [(g, g["norm"] == "spectral") for g in built.param_groups if g["norm"] != "sign"]
+    return [(p, spectral, sizes_by_param(g).get(p)) for g, spectral in chosen for p in g["params"]]
 
 
 def memory_bytes(model: GPT, world: int, *, mode: str, optimizer: str, compute_bytes: int = 2) -> int:
