@@ -26,31 +26,39 @@ def sign_lmo_local(d_local: torch.Tensor, spec: LMOSpec, shape: tuple[int, ...])
     return torch.sign(d_local) * (-1.0 / (d_in if spec.is_normalized else 1))
 
 
-def _to_owners(tensors: list[torch.Tensor], transport: list[torch.dtype]):
-    """(layouts, owners, {index: whole tensor in its own dtype} of the tensors this rank owns): one all-to-all per
-    transport dtype."""
-    layouts = [sharding.row_shards(t) for t in tensors]
-    owners = sharding.assign_owners([lay.shape for lay in layouts], layouts[0].world) if layouts else []
+def _piecewise_at_owners(layouts: list[sharding.RowShards], shards: list[torch.Tensor], splits: list,
+                         transport: list[torch.dtype], compute: Callable[[list[torch.Tensor], list[int]], list]
+                         ) -> list[torch.Tensor]:
+    """Run ``compute`` on whole tensors at their owner ranks and return each rank its rows of the results.
+
+    Tensor i (this rank's rows ``shards[i]``, layout ``layouts[i]``) travels to its owner in ``transport[i]`` (one
+    all-to-all per transport dtype), is cut into its pieces (``splits[i]``, sizes along dim 0, or whole), and
+    ``compute(pieces, tensor_index_of_each_piece)`` returns one result per piece; the results are joined and the rows
+    go back in the shards' dtypes (one all-to-all per dtype).
+    """
+    owners = sharding.assign_owners([lay.shape for lay in layouts], layouts[0].world)
     wholes = {}
     for dtype in sorted(set(transport), key=str):
         idx = [i for i, d in enumerate(transport) if d == dtype]
-        got = sharding.gather_to_owners([tensors[i].to_local() for i in idx], [layouts[i] for i in idx],
+        got = sharding.gather_to_owners([shards[i] for i in idx], [layouts[i] for i in idx],
                                         [owners[i] for i in idx], dtype=dtype)
-        wholes.update({idx[j]: w.to(tensors[idx[j]].dtype) for j, w in got.items()})
-    return layouts, owners, wholes
-
-
-def _to_shards(results: dict[int, torch.Tensor], tensors: list[torch.Tensor], layouts, owners,
-               transport: list[torch.dtype]) -> list[torch.Tensor]:
-    """This rank's rows of every result (owners send them back), one all-to-all per transport dtype."""
-    out: list[torch.Tensor | None] = [None] * len(tensors)
-    for dtype in sorted(set(transport), key=str):
-        idx = [i for i, d in enumerate(transport) if d == dtype]
+        wholes.update({idx[j]: w.to(shards[idx[j]].dtype) for j, w in got.items()})
+    pieces, piece_of, spans = [], [], {}
+    for i in sorted(wholes):
+        parts = split_pieces(wholes[i], splits[i])
+        spans[i] = (len(pieces), len(parts))
+        pieces += parts
+        piece_of += [i] * len(parts)
+    outputs = compute(pieces, piece_of) if pieces else []
+    results = {i: torch.cat(outputs[a:a + n]) for i, (a, n) in spans.items()}
+    out: list[torch.Tensor | None] = [None] * len(shards)
+    for dtype in sorted({t.dtype for t in shards}, key=str):
+        idx = [i for i, t in enumerate(shards) if t.dtype == dtype]
         back = sharding.scatter_from_owners({j: results[i] for j, i in enumerate(idx) if i in results},
                                             [layouts[i] for i in idx], [owners[i] for i in idx], dtype=dtype,
-                                            device=tensors[idx[0]].to_local().device)
+                                            device=shards[idx[0]].device)
         for j, i in enumerate(idx):
-            out[i] = back[j].to(tensors[i].dtype)
+            out[i] = back[j]
     return out  # type: ignore[return-value]
 
 
@@ -69,21 +77,17 @@ def lmo_many_sharded(ds: list[torch.Tensor], specs: list[LMOSpec], split_sizes: 
             out[i] = sign_lmo_local(d.to_local(), spec, tuple(d.shape))
     if not whole:
         return out  # type: ignore[return-value]
-    tensors = [ds[i] for i in whole]
     transport = [ns_dtype if specs[i].norm == "spectral" and method == "newton_schulz" else ds[i].dtype
                  for i in whole]
-    layouts, owners, wholes = _to_owners(tensors, transport)
-    pieces, piece_specs, spans = [], [], {}
-    for j in sorted(wholes):
-        parts = split_pieces(wholes[j], splits[whole[j]])
-        spans[j] = (len(pieces), len(parts))
-        pieces += parts
-        piece_specs += [specs[whole[j]]] * len(parts)
-    lmos = lmo_many(pieces, piece_specs, ns_steps=ns_steps, ns_dtype=ns_dtype, split_across_ranks=False,
-                    method=method)
-    results = {j: torch.cat(lmos[a:a + n]) for j, (a, n) in spans.items()}
-    for j, rows in enumerate(_to_shards(results, tensors, layouts, owners, [t.dtype for t in tensors])):
-        out[whole[j]] = rows
+
+    def lmos(pieces, piece_of):
+        return lmo_many(pieces, [specs[whole[j]] for j in piece_of], ns_steps=ns_steps, ns_dtype=ns_dtype,
+                        split_across_ranks=False, method=method)
+
+    rows = _piecewise_at_owners([sharding.row_shards(ds[i]) for i in whole], [ds[i].to_local() for i in whole],
+                                [splits[i] for i in whole], transport, lmos)
+    for j, i in enumerate(whole):
+        out[i] = rows[j]
     return out  # type: ignore[return-value]
 
 
@@ -98,19 +102,11 @@ def orthogonalize_sharded(tensors: list[torch.Tensor], shards: list[torch.Tensor
     """
     if not tensors:
         return []
-    layouts = [sharding.row_shards(t) for t in tensors]
-    owners = sharding.assign_owners([lay.shape for lay in layouts], layouts[0].world)
-    transport = dtype if method == "newton_schulz" else shards[0].dtype
-    wholes = sharding.gather_to_owners(shards, layouts, owners, dtype=transport)
-    splits = split_sizes or [None] * len(tensors)
-    pieces, spans = [], {}
-    for i in sorted(wholes):
-        parts = split_pieces(wholes[i].to(shards[i].dtype), splits[i])
-        spans[i] = (len(pieces), len(parts))
-        pieces += parts
-    ortho = orthogonalize(pieces, steps=steps, dtype=dtype, split_across_ranks=False, method=method)
-    if piece_scale is not None:
-        ortho = [o * piece_scale(o.shape) for o in ortho]
-    results = {i: torch.cat(ortho[a:a + n]) for i, (a, n) in spans.items()}
-    back = sharding.scatter_from_owners(results, layouts, owners, dtype=shards[0].dtype, device=shards[0].device)
-    return [b.to(s.dtype) for b, s in zip(back, shards)]
+
+    def orthogonalized(pieces, _):
+        ortho = orthogonalize(pieces, steps=steps, dtype=dtype, split_across_ranks=False, method=method)
+        return ortho if piece_scale is None else [o * piece_scale(o.shape) for o in ortho]
+
+    transport = [dtype if method == "newton_schulz" else s.dtype for s in shards]
+    return _piecewise_at_owners([sharding.row_shards(t) for t in tensors], shards,
+                                split_sizes or [None] * len(tensors), transport, orthogonalized)
