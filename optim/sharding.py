@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .ns_plan import plan_owners
+
 try:  # DTensor lives in torch.distributed.tensor (torch >= 2.4)
     from torch.distributed.tensor import DTensor, Shard
 except ImportError:  # pragma: no cover - torch without distributed support
@@ -99,20 +101,15 @@ def assign_owners(shapes: list[tuple[int, ...]], world: int) -> list[int]:
     """An owner rank per tensor, balancing the cost of whole-tensor work (Newton-Schulz: ~ m*n*min(m, n)).
 
     Greedy longest-processing-time: the most expensive tensor first, to the least loaded rank. Deterministic, so every
-    rank computes the same assignment from the same shapes without communicating.
+    rank computes the same assignment from the same shapes without communicating; memoized (optim.ns_plan), so a
+    step reuses the assignment of the previous one.
     """
     def cost(shape):
         if len(shape) < 2:
             return math.prod(shape)
         return math.prod(shape) * min(shape[-2:])
 
-    load = [0] * world
-    owners = [0] * len(shapes)
-    for i in sorted(range(len(shapes)), key=lambda i: (-cost(shapes[i]), i)):
-        r = min(range(world), key=lambda r: (load[r], r))
-        owners[i] = r
-        load[r] += cost(shapes[i])
-    return owners
+    return list(plan_owners(tuple(cost(s) for s in shapes), world))
 
 
 def _exchange(send: list[list[torch.Tensor]], recv_numels: list[int], group, dtype, device) -> list[torch.Tensor]:

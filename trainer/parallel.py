@@ -1,7 +1,8 @@
 """Data parallelism applied to the model from outside: DDP (replicated) or FSDP2 (sharded), and their state dicts.
 
 - ``ddp``: every rank holds the whole model; DistributedDataParallel all-reduces the gradients of the last
-  micro-batch (``no_sync`` before).
+  micro-batch (``no_sync`` before). No buffer broadcast per forward (``broadcast_buffers=False``): the model's only
+  buffers are the RoPE tables, which every rank computes identically from the config.
 - ``fsdp``: ``fully_shard`` on every transformer block, then on the root (embeddings, final norm, head: the tied
   embedding/head matrix is one parameter of the root, sharded once). Each parameter becomes a DTensor sharded along
   dim 0; the forward all-gathers a block's parameters just in time and the backward reduce-scatters its gradients.
@@ -60,7 +61,8 @@ def wrap_model(raw_model: nn.Module, *, mode: str, distributed: bool, device: to
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                    gradient_as_bucket_view=True)  # gradients are views of the buckets: no second copy
+                    gradient_as_bucket_view=True,  # gradients are views of the buckets: no second copy
+                    broadcast_buffers=False)  # RoPE tables: computed identically on every rank
     return model
 
 

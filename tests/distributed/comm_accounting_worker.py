@@ -1,5 +1,6 @@
 """Run under torchrun (gloo): count the bytes each collective brings into this rank during one training step of a
-small GPT (ddp and fsdp, Clipped Scion) and write them (argv[1]/rank{r}.json) beside trainer.scale.step_bytes's formula."""
+small GPT (ddp and fsdp, Clipped Scion; ddp's buffer broadcast counted too: the formula has none, so a broadcast of
+the RoPE buffers fails the comparison) and write them (argv[1]/rank{r}.json) beside trainer.scale.step_bytes's formula."""
 from __future__ import annotations
 
 import copy
@@ -9,12 +10,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import optim
 from model import GPT, ModelConfig
 from optim.config import OptimConfig
-from trainer.parallel import apply_fsdp, no_sync
+from trainer.parallel import apply_fsdp, no_sync, wrap_model
 from trainer.scale import step_bytes
 
 MODEL = dict(n_layer=2, n_head=2, n_embd=24, vocab_size=67, block_size=8, norm="rmsnorm", pos_emb="rope",
@@ -29,7 +29,7 @@ def counting(rank: int, world: int, counts: dict):
         counts[key] = counts.get(key, 0) + value
 
     real = {name: getattr(dist, name) for name in ("all_gather_single", "reduce_scatter_single", "broadcast",
-                                                     "all_to_all_single")}
+                                                     "all_to_all_single", "_broadcast_coalesced")}
 
     def all_gather_single(output_tensor, input_tensor, *args, **kwargs):
         add("all_gather (parameters)", frac * output_tensor.numel() * output_tensor.element_size())
@@ -49,8 +49,13 @@ def counting(rank: int, world: int, counts: dict):
         add("all_to_all", received * output.element_size())
         return real["all_to_all_single"](output, input, output_split_sizes, input_split_sizes, *args, **kwargs)
 
+    def _broadcast_coalesced(group, tensors, *args, **kwargs):  # DDP's buffer broadcast (none expected)
+        add("broadcast (DDP buffers)", sum(t.numel() * t.element_size() for t in tensors))
+        return real["_broadcast_coalesced"](group, tensors, *args, **kwargs)
+
     for name, fn in (("all_gather_single", all_gather_single), ("reduce_scatter_single", reduce_scatter_single),
-                     ("broadcast", broadcast), ("all_to_all_single", all_to_all_single)):
+                     ("broadcast", broadcast), ("all_to_all_single", all_to_all_single),
+                     ("_broadcast_coalesced", _broadcast_coalesced)):
         setattr(dist, name, fn)
 
     def ddp_hook(state, bucket):
@@ -66,11 +71,12 @@ def one_step(mode: str, accum: int, rank: int, world: int) -> dict:
     model = GPT(ModelConfig(**MODEL))
     shapes_model = copy.deepcopy(model)
     counts: dict = {}
-    hook = counting(rank, world, counts)
-    if mode == "ddp":
-        wrapped = DDP(model, gradient_as_bucket_view=True)
-        wrapped.register_comm_hook(None, hook)
+    if mode == "ddp":  # the trainer's wrapper (broadcast_buffers=False); its construction-time sync is not counted
+        wrapped = wrap_model(model, mode="ddp", distributed=True, device=torch.device("cpu"), dtype="float32",
+                             compile=False)
+        wrapped.register_comm_hook(None, counting(rank, world, counts))
     else:
+        counting(rank, world, counts)
         wrapped = apply_fsdp(model, device=torch.device("cpu"), dtype="float32", compile_blocks=False)
     opt = optim.build(model, OptimConfig(name="unconstrained_clipped_scion", lr=1e-3, rho=1e4))
     for i in range(accum):
