@@ -226,7 +226,10 @@ def load_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 
 def parse_overrides(args: list[str]) -> tuple[str | None, dict]:
-    """Split ``--config PATH`` and ``--a.b=value`` flags into (config path, nested dict of overrides)."""
+    """Split ``--config PATH`` and ``--a.b=value`` flags into (config path, nested dict of overrides).
+
+    ``--a.b value`` (a space instead of ``=``) is the same flag, as in argparse, which every other command of the
+    repo uses; a value that itself starts with ``--`` needs the ``=`` form."""
     config_path, nested = None, {}
     i = 0
     while i < len(args):
@@ -240,7 +243,7 @@ def parse_overrides(args: list[str]) -> tuple[str | None, dict]:
             key, value = body, args[i + 1]
             i += 1
         else:
-            raise ConfigError(f"flag {arg!r} has no value; write {arg}=VALUE")
+            raise ConfigError(f"flag {arg!r} has no value; write {arg}=VALUE (or {arg} VALUE)")
         i += 1
         if key == "config":
             config_path = value

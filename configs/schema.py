@@ -29,9 +29,10 @@ class TrainConfig(Section):
                                                           "largest divisor of batch_size / world_size up to this is "
                                                           "used; gradient accumulation = the rest")
     warmup_steps: int = field(0, check=non_negative, help="linear LR warmup steps from 0 to the base LR (a run "
-                                                          "shorter than warmup + warmdown fits both in, warmup first)")
+                                                          "shorter than warmup + warmdown is shared between them in "
+                                                          "proportion, warmup first; trainer/schedule.py)")
     warmdown_frac: float = field(0.0, check=in_range(0, 1), help="fraction of the run, at its end, over which the LR "
-                                                                 "decays to min_lr_frac")
+                                                                 "decays to min_lr_frac (at least 2 steps when > 0)")
     lr_decay: Literal["linear", "cosine"] = field("linear", help="shape of the warmdown")
     min_lr_frac: float = field(0.0, check=in_range(0, 1), help="LR at the end of the warmdown, as a fraction of the "
                                                                "base LR")
@@ -87,21 +88,26 @@ class TrainConfig(Section):
 
     def fit(self, world_size: int) -> list[str]:
         """Fit the run to its length and world size, before any process group starts; return one warning per
-        change. A too-short run fits warmup and warmdown in (warmup first, see trainer.schedule.fit_phases). The
-        micro-batch becomes the largest divisor of batch_size / world_size not above micro_batch_size (set here,
-        so config.json records it); only a batch_size that is not a multiple of the world size is an error."""
+        change. A too-short run is shared between warmup and warmdown (trainer.schedule.fit_phases). The micro-batch
+        becomes the largest divisor of batch_size / world_size not above micro_batch_size (set here, so config.json
+        records it; one at or above a rank's share is that share, silently: no accumulation is needed); only a
+        batch_size that is not a multiple of the world size is an error."""
         notes = []
         warmup, warmdown = fit_phases(self.steps, self.warmup_steps, self.warmdown_frac)
         asked = round(self.warmdown_frac * self.steps)
         if (warmup, warmdown) != (self.warmup_steps, asked):
-            notes.append(f"train.warmup_steps ({self.warmup_steps}) plus the warmdown (train.warmdown_frac "
-                         f"{self.warmdown_frac} x train.steps {self.steps} = {asked} steps) exceed train.steps "
-                         f"({self.steps}): warming up over {warmup} steps and down over {warmdown}")
+            notes.append(f"train.warmup_steps ({self.warmup_steps}) and the warmdown (train.warmdown_frac "
+                         f"{self.warmdown_frac} x train.steps {self.steps} = {asked} steps) do not fit "
+                         f"train.steps ({self.steps}) as asked: warming up over {warmup} steps, then down over "
+                         f"{warmdown} (the run is shared in proportion; a warmdown has at least 2 steps, since a "
+                         f"1-step one keeps the peak LR)")
         if self.batch_size % world_size:
             raise ConfigError(f"train.batch_size ({self.batch_size}) must be a multiple of the world size "
                               f"({world_size}) so that every rank gets the same number of sequences")
         per_rank = self.batch_size // world_size
-        if per_rank % self.micro_batch_size:
+        if self.micro_batch_size >= per_rank:  # the whole share fits one micro-batch: nothing to warn about
+            self.micro_batch_size = per_rank
+        elif per_rank % self.micro_batch_size:
             micro = max(d for d in range(1, min(per_rank, self.micro_batch_size) + 1) if per_rank % d == 0)
             notes.append(f"train.micro_batch_size ({self.micro_batch_size}) does not divide the "
                          f"{per_rank} sequences per rank (train.batch_size {self.batch_size} / world size "

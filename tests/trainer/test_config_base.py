@@ -94,6 +94,16 @@ def test_cli_rejects_bare_values_and_missing_values():
         parse_overrides(["--sec.steps"])
 
 
+def test_cli_value_after_a_space_equals_the_equals_form():
+    """`--train.steps 50` and `--train.steps=50` are the same flag (as in every argparse command of the repo);
+    a value that itself starts with `--` needs the `=` form, and a flag followed by another flag has no value."""
+    assert parse_overrides(["--sec.steps", "50", "--sec.name", "a b"]) == parse_overrides(
+        ["--sec.steps=50", "--sec.name=a b"])
+    assert parse_overrides(["--sec.name=--x"])[1] == {"sec": {"name": "--x"}}
+    with pytest.raises(ConfigError, match=r"flag '--sec.steps' has no value; write --sec.steps=VALUE"):
+        parse_overrides(["--sec.steps", "--sec.name=a"])
+
+
 def test_toml_include_and_errors(tmp_path):
     (tmp_path / "base.toml").write_text("[sec]\nsteps = 7\nflag = true\n")
     (tmp_path / "top.toml").write_text('include = ["base.toml"]\n[sec]\nsteps = 9\n')

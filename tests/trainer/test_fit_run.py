@@ -22,7 +22,7 @@ def test_nothing_to_fit_gives_no_warning():
 def test_short_run_warns_once_naming_the_keys():
     cfg, notes = fitted(1, steps=5, batch_size=8, micro_batch_size=8, warmup_steps=10, warmdown_frac=0.2)
     assert len(notes) == 1
-    for key in ("train.warmup_steps (10)", "train.warmdown_frac", "train.steps (5)", "over 5 steps and down over 0"):
+    for key in ("train.warmup_steps (10)", "train.warmdown_frac", "train.steps (5)", "over 3 steps, then down over 2"):
         assert key in notes[0]
     assert cfg.warmup_steps == 10  # the config keeps what was asked; the schedule fits it (same on resume)
 
@@ -34,7 +34,7 @@ def test_largest_dividing_micro_batch(batch, micro, world, expected):
     cfg, notes = fitted(world, batch_size=batch, micro_batch_size=micro)
     assert cfg.micro_batch_size == expected
     assert (batch // world) % cfg.micro_batch_size == 0
-    assert len(notes) == (expected != micro)
+    assert len(notes) == (expected != micro and micro < batch // world)  # a micro-batch above the share: no warning
     if notes:
         assert f"train.micro_batch_size ({micro})" in notes[0] and f"world size {world}" in notes[0]
 
@@ -42,3 +42,9 @@ def test_largest_dividing_micro_batch(batch, micro, world, expected):
 def test_batch_not_a_multiple_of_world_size_names_both_numbers():
     with pytest.raises(ConfigError, match=r"train\.batch_size \(8\) must be a multiple of the world size \(3\)"):
         fitted(3, batch_size=8, micro_batch_size=8)
+
+
+def test_readme_two_rank_tiny_command_fits_without_a_warning():
+    """`torchrun --nproc_per_node=2 train_gpt.py --config configs/tiny.toml`: 4 sequences per rank, micro 8."""
+    cfg, notes = fitted(2, batch_size=8, micro_batch_size=8)
+    assert notes == [] and cfg.micro_batch_size == 4

@@ -27,12 +27,15 @@ def test_no_warmdown_is_constant():
     assert {lr_multiplier(s, steps=5, warmup_steps=0, warmdown_frac=0.0) for s in range(5)} == {1.0}
 
 
-def test_short_run_fits_warmup_first_then_warmdown():
+def test_short_run_shares_itself_between_warmup_and_warmdown():
     from trainer.schedule import fit_phases
     assert fit_phases(200, 10, 0.2) == (10, 40)  # fits: unchanged
-    assert fit_phases(20, 10, 0.6) == (10, 10)  # warmdown shortened to what is left
-    assert fit_phases(5, 10, 0.2) == (5, 0)  # warmup takes the whole run
+    assert fit_phases(20, 10, 0.6) == (9, 11)  # 10 + 12 asked: shared in proportion, warmup first
+    assert fit_phases(5, 10, 0.2) == (3, 2)  # the README's --train.steps=5: both phases, the LR ends below its peak
+    assert fit_phases(5, 10, 0.0) == (5, 0)  # no warmdown asked: the warmup takes the run
+    assert fit_phases(10, 0, 0.1) == (0, 2)  # a 1-step warmdown would keep the peak LR
+    assert fit_phases(1, 10, 0.2) == (0, 1)
     f = [lr_multiplier(s, steps=5, warmup_steps=10, warmdown_frac=0.2) for s in range(5)]
-    assert f == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert f == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 0.5])
     f = [lr_multiplier(s, steps=20, warmup_steps=10, warmdown_frac=0.6) for s in range(20)]
-    assert f[9] == 1.0 and f[10] == 1.0 and f[11] == pytest.approx(0.9) and f[19] == pytest.approx(0.1)
+    assert f[8] == 1.0 and f[9] == 1.0 and f[10] == pytest.approx(10 / 11) and f[19] == pytest.approx(1 / 11)
