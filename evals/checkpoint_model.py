@@ -1,7 +1,8 @@
 """A trained GPT from a run directory: the newest valid checkpoint (or a named one), in eval mode on a device.
 
 The model is rebuilt from the `model` section of the config saved inside the checkpoint, so a checkpoint is
-self-contained. Loading goes through `trainer.checkpoint` (checksums verified; a newest checkpoint that does not
+self-contained (an fsdp run's tensors are read from the ``.dcp`` directory beside it into the whole model).
+Loading goes through `trainer.checkpoint` (checksums verified; a newest checkpoint that does not
 load is skipped with a warning naming why, as on resume).
 """
 
@@ -72,6 +73,22 @@ def find_checkpoint(run: str | Path | None, path: str | Path | None) -> tuple[di
     return found.state, found.path
 
 
+def whole_model_state(state: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The model's whole tensors of a loaded checkpoint: in the file (one process, ddp) or, for fsdp/hsdp runs,
+    read from the ``.dcp`` directory beside it by DCP without a process group (trainer/sharded_checkpoint.py)."""
+    if "sharded" in state:
+        from trainer.sharded_checkpoint import load_whole_model
+
+        try:
+            return load_whole_model(path, state)
+        except Exception as err:  # noqa: BLE001 - DCP raises many kinds; the checksums passed, so say where
+            raise ConfigError(f"{path}: the model tensors in {state['sharded']['dir']} do not load: "
+                              f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    if "model" not in state:
+        raise ConfigError(f"{path} holds no model tensors (key 'model'); it was not written by train_gpt.py")
+    return state["model"]
+
+
 def load_model(run: str | Path | None = None, path: str | Path | None = None, device: str = "auto") -> LoadedModel:
     state, path = find_checkpoint(run, path)
     config = state.get("config") or {}
@@ -80,6 +97,6 @@ def load_model(run: str | Path | None = None, path: str | Path | None = None, de
     model_cfg = build_section(ModelConfig, config["model"], prefix="model")
     validate_tree(model_cfg, "model.")
     model = GPT(model_cfg)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(whole_model_state(state, path))
     model.to(pick_device(device)).eval()
     return LoadedModel(model, path, int(state.get("step", 0)), config)

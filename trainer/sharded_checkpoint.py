@@ -146,3 +146,19 @@ def load_tensors(checkpoint_file: Path, state: dict, model: torch.nn.Module,
                 else v for k, v in entry.items()}
         for index, entry in head["state"].items()}}
     return {**state, "model": current, "optimizer": optimizer_state}
+
+
+def load_whole_model(checkpoint_file: Path, state: dict) -> dict[str, torch.Tensor]:
+    """The model's whole tensors of a sharded checkpoint, read into one process without a process group (for
+    sample.py, evals and exports: a model rebuilt from the checkpoint's config loads them with ``load_state_dict``).
+
+    DCP reads every rank's shards of each ``model/*`` tensor into one CPU tensor of the saved shape; the optimizer's
+    tensors are not read."""
+    import torch.distributed.checkpoint as dcp
+
+    reader = dcp.FileSystemReader(str(checkpoint_file.with_name(state["sharded"]["dir"])))
+    saved = reader.read_metadata().state_dict_metadata  # each tensor's dtype as written
+    targets = {f"model/{k}": torch.empty(shape, dtype=saved[f"model/{k}"].properties.dtype)
+               for k, shape in state["model_shapes"].items()}
+    dcp.load(targets, storage_reader=reader, no_dist=True)
+    return {k[len("model/"):]: v for k, v in targets.items()}
