@@ -151,19 +151,22 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
     def _adamw_step(self, group, params, grads, ok, okf) -> None:
         beta1, beta2 = group["betas"]
         lr, wd, eps = group["lr"], float(group["weight_decay"]), float(group["eps"])
-        b1 = torch.where(ok, beta1, 1.0)  # a skipped step keeps the moments: m = 1*m + 0*0
-        b2 = torch.where(ok, beta2, 1.0)
+        # scalars in the parameters' math dtype (fp32, fp64 for fp64 parameters), as torch.optim.AdamW's
+        dtype = torch.promote_types(params[0].dtype, torch.float32)
+        # a skipped step keeps the moments: m = 1*m + 0*0 (torch.full: a device fill, no host-to-device copy)
+        b1 = torch.where(ok, torch.full((), beta1, dtype=dtype, device=ok.device), 1.0)
+        b2 = torch.where(ok, torch.full((), beta2, dtype=dtype, device=ok.device), 1.0)
         for p, g in zip(params, grads):
             state = self.state[p]
             if "step" not in state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["step"] = torch.zeros((), dtype=dtype, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"].add_(okf)
             m, v, p = local(state["exp_avg"]), local(state["exp_avg_sq"]), local(p)
             m.mul_(b1).add_(g * (1 - b1))
             v.mul_(b2).add_(g * g * (1 - b2))
-            t = state["step"].clamp(min=1)
+            t = state["step"].to(dtype).clamp(min=1)  # a step saved in fp32 by an older version counts the same
             bc1 = 1 - torch.pow(beta1, t)
             bc2 = 1 - torch.pow(beta2, t)
             denom = (v.sqrt() / bc2.sqrt()).add_(eps)

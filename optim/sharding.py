@@ -203,9 +203,19 @@ def shard_group(tensors: list[torch.Tensor]):
     return row_shards(tensors[flags.index(True)]).group
 
 
+def norm_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
+    """The accumulation dtype of a norm of ``tensors``: fp32, or fp64 when any of them is fp64 (as kernels.global_norm
+    accumulates per dtype), so float64 parameters get float64 norms, clip factors and steps under FSDP too."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
 def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto", plans=None,
                  replicas=None) -> torch.Tensor:
-    """L2 norm of each list of tensors, where any tensor may be a sharded DTensor: a 1-D fp32 tensor of len(lists).
+    """L2 norm of each list of tensors, where any tensor may be a sharded DTensor: a 1-D tensor of len(lists),
+    fp32 (fp64 when the tensors are: :func:`norm_dtype`).
 
     Each rank sums the squares of its local shards (kernels.global_norm on plain local tensors) and one all-reduce
     joins all the lists' partial sums; a replicated (plain) tensor counts once, on rank 0. A NaN or inf in any shard
@@ -229,7 +239,7 @@ def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto", plan
         return norms
     device = next(local(t).device for t in flat if is_sharded(t))
     first = dist.get_rank(group) == 0
-    partial = torch.zeros(len(lists), dtype=torch.float32, device=device)
+    partial = torch.zeros(len(lists), dtype=norm_dtype(flat), device=device)
     for i, ts in enumerate(lists):
         shards = [local(t) for t in ts if is_sharded(t) and local(t).numel() > 0]
         plain = [t for t in ts if not is_sharded(t)] if first else []

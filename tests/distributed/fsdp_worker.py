@@ -2,7 +2,8 @@
 
 Each rank trains two copies from the same seed: a plain one on the whole global batch (the one-process run) and an
 FSDP2-sharded one on its half of the batch. After a few steps the gathered sharded parameters, the losses and the
-optimizer stats must agree. Writes a JSON line per optimizer on rank 0.
+optimizer stats must agree. Writes a JSON line per optimizer on rank 0. `fsdp_worker.py NAMES float64` runs
+float64 models (FLOAT64_SETTINGS), where sharded and whole must agree to float64 rounding.
 """
 from __future__ import annotations
 
@@ -26,17 +27,29 @@ SETTINGS = {  # small steps that move every parameter visibly in 3 steps
     "scion": dict(lr=0.01), "unconstrained_scion": dict(lr=1e-3),
     "clipped_scion": dict(lr=0.01, rho=1e3), "unconstrained_clipped_scion": dict(lr=1e-3, rho=1e4),  # clipping
 }
+# float64 mode: the optimizers whose norms, clip factors or `1 - lr` went through fp32 partial sums under FSDP;
+# exact SVD for the spectral LMO so nothing but the sharding differs (the float64 references are tests/optim's)
+FLOAT64_SETTINGS = {
+    "gclip": dict(lr=0.5, gamma=0.5), "dgclip": dict(lr=0.5, gamma=0.5, delta=0.1),
+    "muon": dict(lr=0.02, adamw_lr=1e-2, weight_decay=0.1, max_grad_norm=0.5, spectral_lmo="svd"),
+    "clipped_scion": dict(lr=0.01, rho=1e3, spectral_lmo="svd"),
+}
 MODEL = dict(n_layer=2, n_head=2, n_embd=24, vocab_size=67, block_size=8, norm="rmsnorm", pos_emb="rope",
              mlp="relu2", qk_norm=True, bias=False)  # 67 and 72 rows split unevenly over 2 ranks
 
 
-def run(name: str, rank: int, world: int) -> dict:
+def run(name: str, rank: int, world: int, float64: bool = False) -> dict:
     torch.manual_seed(0)
     whole = GPT(ModelConfig(**MODEL))
+    if float64:
+        whole = whole.double()
     sharded = copy.deepcopy(whole)
     apply_fsdp(sharded, device=torch.device("cpu"), dtype="float32", compile_blocks=False)
-    ns = {"ns_dtype": "float32"} if "scion" in name or name == "muon" else {}
-    cfg = OptimConfig(name=name, **ns, **SETTINGS[name])
+    if float64:
+        cfg = OptimConfig(name=name, backend="torch", **FLOAT64_SETTINGS[name])
+    else:
+        ns = {"ns_dtype": "float32"} if "scion" in name or name == "muon" else {}
+        cfg = OptimConfig(name=name, **ns, **SETTINGS[name])
     opt_whole, opt_sharded = optim.build(whole, cfg), optim.build(sharded, cfg)
     gen = torch.Generator().manual_seed(1)
     per_rank = 2
@@ -62,6 +75,8 @@ def run(name: str, rank: int, world: int) -> dict:
             result["stat_diff"] = max(result["stat_diff"], diff)
     full = full_model_state(sharded)
     result["param_diff"] = max((full[k] - v).abs().max().item() for k, v in whole.state_dict().items())
+    result["dtypes"] = sorted({str(v.dtype) for v in a.values()} | {str(v.dtype) for v in b.values()}
+                              | {str(v.dtype) for v in full.values()})
     result["moved"] = min((whole.state_dict()[k] - v).abs().max().item()
                           for k, v in GPT(ModelConfig(**MODEL)).state_dict().items() if "norm" not in k)
     result["param_bytes_ratio"] = bytes_of(sharded.parameters()) / bytes_of(whole.parameters())
@@ -72,9 +87,10 @@ def run(name: str, rank: int, world: int) -> dict:
 def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(SETTINGS)
+    float64 = "float64" in sys.argv[2:]
+    names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(FLOAT64_SETTINGS if float64 else SETTINGS)
     for name in names:
-        result = run(name, rank, world)
+        result = run(name, rank, world, float64)
         if rank == 0:
             print("RESULT " + json.dumps(result), flush=True)
     dist.barrier()

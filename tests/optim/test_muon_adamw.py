@@ -16,7 +16,7 @@ def _params(seed=0):
 def _grads(params, seed):
     g = torch.Generator().manual_seed(seed)
     for p in params:
-        p.grad = torch.randn(p.shape, generator=g)
+        p.grad = torch.randn(p.shape, generator=g).to(p.dtype)
 
 
 def test_muon_matrices_follow_the_reference():
@@ -75,3 +75,24 @@ def test_our_adamw_is_torch_adamw():
     for p, q in zip(ours, theirs):
         assert torch.allclose(p, q, rtol=1e-6, atol=1e-7)
     assert opt.stats()["grad_norm"].ndim == 0
+
+
+def test_muon_adamw_part_in_float64_is_float64_math():
+    """float64 parameters: the AdamW part's betas, bias corrections and step counter are float64 (not fp32-rounded
+    0.9 / 0.95), so it equals torch.optim.AdamW in float64 to 1e-12 relative over several steps."""
+    def f64(ps):
+        return [torch.nn.Parameter(p.detach().double()) for p in ps]
+    ours, theirs = f64(_params()), f64(_params())
+    opt = Muon([{"params": ours[:2]}, {"params": ours[2:], "use_muon": False, "lr": 3e-3}], lr=0.02,
+               weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8, ns_dtype="float32")
+    ref = torch.optim.AdamW(theirs[2:], lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=False)
+    start = [p.detach().clone() for p in theirs[2:]]
+    for step in range(5):
+        _grads(ours, step)
+        _grads(theirs, step)
+        opt.step()
+        ref.step()
+    for p, q, q0 in zip(ours[2:], theirs[2:], start):
+        assert p.dtype == torch.float64
+        assert ((p - q).abs().max() / (q - q0).abs().max()).item() <= 1e-12
+    assert all(opt.state[p]["step"].dtype == torch.float64 for p in ours[2:])
