@@ -28,14 +28,22 @@ def describe_assignment(model: torch.nn.Module, cfg: OptimConfig) -> str:
 
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> str:
-    """The built optimizer's groups (role, lr, weight decay, Scion norm/radius, split tensors, parameter names)."""
-    lines = [f"{type(optimizer).__name__}: {len(optimizer.param_groups)} parameter groups"]
+    """The built optimizer's groups: role, base lr (``initial_lr``, which an LR schedule multiplies; the group's
+    current lr without one), weight decay, and only the group keys this optimizer reads (``optimizer.defaults``):
+    the Scion family's norm/radius, Muon's use_muon, and split tensors where an LMO or Newton-Schulz sees them."""
+    lines = [f"{type(optimizer).__name__}: {len(optimizer.param_groups)} parameter groups (lr = base LR, before the "
+             f"schedule)"]
+    reads = optimizer.defaults
     for i, group in enumerate(optimizer.param_groups):
-        keys = [k for k in ("role", "lr", "weight_decay", "norm", "radius", "use_muon") if k in group]
-        settings = " ".join(f"{k}={group[k]:g}" if isinstance(group[k], float) else f"{k}={group[k]}" for k in keys)
+        values = {"role": group.get("role"), "lr": group.get("initial_lr", group["lr"]),
+                  "weight_decay": group.get("weight_decay")}
+        values.update({k: group[k] for k in ("norm", "radius", "use_muon") if k in reads and k in group})
+        settings = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+                            if v is not None)
         names = group.get("param_names", [f"<{len(group['params'])} unnamed>"])
         split = sum(s is not None for s in group.get("split_sizes") or [])
-        settings += f" split={split}" if split else ""  # tensors optimized as several layers (q, k, v)
+        if split and ("norm" in reads or group.get("use_muon")):  # tensors optimized as several layers (q, k, v)
+            settings += f" split={split}"
         lines.append(f"  [{i}] {settings} tensors={len(group['params'])}: {', '.join(names)}")
     return "\n".join(lines)
 

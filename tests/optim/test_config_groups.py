@@ -139,3 +139,29 @@ def test_partial_role_table_keeps_the_role_defaults():
 def test_step_stats_of_a_plain_torch_optimizer_is_empty():
     p = torch.nn.Parameter(torch.zeros(2))
     assert optim.step_stats(torch.optim.SGD([p], lr=0.1)) == {}
+
+
+def test_group_header_shows_base_lr_and_only_the_keys_the_optimizer_reads():
+    """The run log's group lines: the base LR (not the warmup's step-0 value, nor 0 after a resume at the end of a
+    schedule) and no Scion norm/radius or split for AdamW, whose step never reads them."""
+    from functools import partial
+
+    from model import GPT, ModelConfig
+    from trainer.schedule import lr_multiplier
+    m = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=64, block_size=16, bias=True))
+    adamw = optim.build(m, OptimConfig(name="adamw", lr=3e-3))
+    sched = torch.optim.lr_scheduler.LambdaLR(adamw, partial(lr_multiplier, steps=10, warmup_steps=10,
+                                                             warmdown_frac=0.0))
+    assert adamw.param_groups[0]["lr"] == pytest.approx(3e-4)  # the warmup's first step
+    text = optim.describe_groups(adamw)
+    assert "lr = base LR" in text and "role=hidden lr=0.003 weight_decay=0 tensors=" in text
+    assert "norm=" not in text and "radius=" not in text and "split=" not in text
+    for group in adamw.param_groups:
+        group["lr"] = 0.0  # as after a resume at a schedule's end
+    assert "lr=0.003" in optim.describe_groups(adamw) and "lr=0 " not in optim.describe_groups(adamw)
+    del sched
+    scion = optim.describe_groups(optim.build(m, OptimConfig(name="clipped_scion", lr=1e-4)))
+    assert "role=hidden lr=0.0001 weight_decay=0 norm=spectral radius=50 split=1 " in scion
+    muon = optim.describe_groups(optim.build(m, OptimConfig(name="muon", lr=0.02, adamw_lr=0.003)))
+    assert "role=hidden lr=0.02 weight_decay=0 use_muon=True split=1 " in muon
+    assert "role=embed lr=0.003 weight_decay=0 use_muon=False tensors=" in muon and "norm=" not in muon
