@@ -33,6 +33,7 @@ from trainer import checkpoint, parallel
 from trainer.distributed import (ConsistencyError, DistInfo, broadcast_object, check_consistency, init_distributed,
                                  peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
+from trainer.parallel_dims import ParallelDims
 from trainer.passes import evaluate
 from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
 from trainer.schedule import lr_multiplier
@@ -71,9 +72,10 @@ def build(cfg: Config, dist: DistInfo) -> tuple[TrainState, ValidationSet, optim
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg.tf32
     torch.manual_seed(tcfg.seed)  # same initial weights on every rank
     raw_model = GPT(cfg.model).to(dist.device)
-    model = parallel.wrap_model(raw_model, mode=tcfg.parallel, distributed=dist.distributed, device=dist.device,
-                                dtype=tcfg.dtype, compile=tcfg.compile)  # fsdp: raw_model's parameters are sharded
-    optimizer = optim.build(raw_model, cfg.optim)
+    dims = ParallelDims.from_config(tcfg, dist.world_size)  # the one place that decides the layout
+    model = parallel.wrap_model(raw_model, dims=dims, mesh=dims.build_mesh(dist.device.type), device=dist.device,
+                                dtype=tcfg.dtype, compile=tcfg.compile)  # fsdp/hsdp: raw_model's params are sharded
+    optimizer = optim.build(raw_model, cfg.optim)  # takes the mesh from the (sharded) parameters
     if dist.distributed and tcfg.parallel == "ddp":  # a NaN on one rank only (a fault) makes every rank skip
         optimizer.agree_across(torch.distributed.group.WORLD)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
@@ -94,8 +96,9 @@ def train(cfg: Config, dist: DistInfo) -> None:
     raw_model = state.raw_model
     if dist.is_main:
         write_run_files(out_dir, cfg, dist)
+        dims = ParallelDims.from_config(tcfg, dist.world_size)
         print(f"model: {raw_model.num_params() / 1e6:.2f}M non-embedding parameters | world size "
-              f"{dist.world_size} | grad accumulation {state.loader.grad_accum_steps}")
+              f"{dist.world_size} ({dims.describe()}) | grad accumulation {state.loader.grad_accum_steps}")
         print(optim.describe_groups(state.optimizer))
     wandb = WandbLogger(cfg.log, to_dict(cfg), out_dir) if (cfg.log.wandb and dist.is_main) else None
 
@@ -167,9 +170,11 @@ def failure_line(err: Exception, cfg: Config) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(sys.argv[1:] if argv is None else argv)  # before any process group starts
-        for note in cfg.train.fit(int(os.environ.get("WORLD_SIZE", "1"))):  # torchrun's world size
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
+        for note in cfg.train.fit(world_size):
             if os.environ.get("RANK", "0") == "0":
                 print(f"warning: {note}", file=sys.stderr)
+        ParallelDims.from_config(cfg.train, world_size)  # a shard degree that does not divide stops every rank here
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

@@ -62,9 +62,18 @@ class TrainConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = field("auto", help="autocast dtype; 'auto': bfloat16 on CUDA, "
                                                                      "float32 on CPU")
     compile: bool = field(False, help="torch.compile the model")
-    parallel: Literal["ddp", "fsdp"] = field("ddp", help="data parallelism over ranks: 'ddp' replicates the model; "
-                                                         "'fsdp' shards parameters, gradients and optimizer state "
-                                                         "(FSDP2, docs/scale.md)")
+    parallel: Literal["ddp", "fsdp", "hsdp"] = field(
+        "ddp", help="data parallelism over ranks: 'ddp' replicates the model; 'fsdp' shards parameters, gradients "
+                    "and optimizer state over all ranks (FSDP2); 'hsdp' shards within groups of "
+                    "train.shard_degree ranks and replicates across the groups (docs/scale.md)")
+    shard_degree: Optional[int] = field(None, check=positive, help="train.parallel='hsdp': ranks per shard group "
+                                                                   "(e.g. the GPUs of one node); unset: torchrun's "
+                                                                   "local world size (one node); must divide the "
+                                                                   "world size")
+    fsdp_defer_grad_sync: bool = field(False, help="fsdp/hsdp with gradient accumulation: keep unsharded gradients "
+                                                   "across micro-batches and reduce-scatter once per step (fewer "
+                                                   "bytes, a whole model's gradient per rank); default: "
+                                                   "reduce-scatter every micro-batch into the sharded gradient")
     tf32: bool = field(True, help="TF32 tensor cores for float32 matmuls and convolutions on CUDA (faster fp32 "
                                   "matmuls, e.g. optim.ns_dtype=float32; ~10-bit mantissa products)")
     max_nonfinite_steps: int = field(10, check=positive, help="stop (keeping the last good checkpoint) after this "
@@ -81,10 +90,16 @@ class TrainConfig(Section):
                                                                       "for time-boxed jobs")
 
     def check(self) -> None:
-        if self.consistency_check_every and self.parallel == "fsdp":
-            raise ConfigError("train.consistency_check_every compares the replicated parameters of the ranks; under "
-                              "train.parallel='fsdp' each rank holds other shards, so there is nothing to compare: "
-                              "use train.parallel='ddp' or train.consistency_check_every=0")
+        if self.consistency_check_every and self.parallel != "ddp":
+            raise ConfigError(f"train.consistency_check_every compares the replicated parameters of the ranks; under "
+                              f"train.parallel='{self.parallel}' each rank holds other shards, so there is nothing to "
+                              f"compare: use train.parallel='ddp' or train.consistency_check_every=0")
+        if self.shard_degree is not None and self.parallel != "hsdp":
+            raise ConfigError(f"train.shard_degree={self.shard_degree} sets the shard groups of "
+                              f"train.parallel='hsdp', but train.parallel is '{self.parallel}'")
+        if self.fsdp_defer_grad_sync and self.parallel == "ddp":
+            raise ConfigError("train.fsdp_defer_grad_sync applies to train.parallel='fsdp' or 'hsdp' (ddp always "
+                              "all-reduces once per step)")
 
     def fit(self, world_size: int) -> list[str]:
         """Fit the run to its length and world size, before any process group starts; return one warning per

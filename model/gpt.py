@@ -83,18 +83,30 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"GPT.forward: sequence length {start + T} exceeds model.block_size "
                              f"{self.config.block_size}")
+        x, rope = self.stem(idx, start)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, None if cache is None else cache.layer(i))
+        if cache is not None:
+            cache.advance(T)
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(f"GPT.forward: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
+        return self.tail(x, targets, return_logits)
+
+    def stem(self, idx: torch.Tensor, start: int) -> tuple[torch.Tensor, Optional[tuple]]:
+        """Token (and learned position) embeddings of idx at positions start.., and the RoPE tables for them."""
+        T = idx.shape[1]
         x = self.embed(idx)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(start, start + T, device=idx.device))
         x = self.embed_dropout(x)
         rope = self.rope(T, start) if self.rope is not None else None
-        for i, block in enumerate(self.blocks):
-            x = block(x, rope, None if cache is None else cache.layer(i))
-        if cache is not None:
-            cache.advance(T)
+        return x, rope
+
+    def tail(self, x: torch.Tensor, targets: Optional[torch.Tensor],
+             return_logits: bool) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Final norm, head and loss of the blocks' output (see forward). The stem and the tail are separate
+        methods so that a wrapper (trainer/parallel.py under FSDP) can compile them as graphs of their own."""
         x = self.final_norm(x)
-        if targets is not None and targets.shape != idx.shape:
-            raise ValueError(f"GPT.forward: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
         if targets is not None and not return_logits:
             return None, linear_cross_entropy(x, self.head.weight, targets, ignore_index=IGNORE_INDEX)
         logits = self.head(x).float()

@@ -1,8 +1,11 @@
 """Sharded (FSDP2 / DTensor) parameters as the optimizers see them: local shards, partial sums, whole-matrix ownership.
 
 FSDP2 (`fully_shard`) stores every parameter as a DTensor sharded along dim 0 over a 1-D mesh: rank r holds rows
-[r*c, r*c + n_r) with c = ceil(n/W) (torch.chunk's split; trailing ranks may hold fewer rows or none). The optimizers
-never run kernels on a DTensor; they work on its local shard, and
+[r*c, r*c + n_r) with c = ceil(n/W) (torch.chunk's split; trailing ranks may hold fewer rows or none). HSDP uses a
+2-D replicate x shard mesh: the same split within each shard group of W ranks, every shard group (replica) holding
+the same rows after FSDP2's all-reduce across replicas. Everything below runs within the shard group (the ranks of
+the mesh dimension a tensor is sharded along), so under HSDP each replica computes the same result on its own and
+nothing here crosses replicas. The optimizers never run kernels on a DTensor; they work on its local shard, and
 
 - join **reductions** (the global gradient norm's sum of squares, Scion's dual-norm inner products) as local partial
   sums plus one all-reduce: a NaN or inf in any shard propagates through the sum, so the all-reduced sum of squares
@@ -23,9 +26,9 @@ import torch.distributed as dist
 from .ns_plan import plan_owners
 
 try:  # DTensor lives in torch.distributed.tensor (torch >= 2.4)
-    from torch.distributed.tensor import DTensor, Shard
+    from torch.distributed.tensor import DTensor, Replicate, Shard
 except ImportError:  # pragma: no cover - torch without distributed support
-    DTensor, Shard = (), None
+    DTensor, Replicate, Shard = (), None, None
 
 
 def is_sharded(t: torch.Tensor) -> bool:
@@ -73,16 +76,27 @@ def chunk_sizes(rows: int, world: int) -> tuple[int, ...]:
     return tuple(max(0, min(c, rows - r * c)) for r in range(world))
 
 
+def shard_dim_of(t: torch.Tensor) -> int:
+    """The mesh dimension along which a DTensor is row-sharded: its only ``Shard(0)`` placement; every other mesh
+    dimension must replicate it (FSDP2: a 1-D mesh; HSDP: replicate x shard). Refuses any other layout."""
+    placements = t.placements
+    shard = [i for i, p in enumerate(placements) if isinstance(p, Shard) and p.dim == 0]
+    others_replicate = all(isinstance(p, Replicate) for i, p in enumerate(placements) if i not in shard)
+    if len(shard) != 1 or not others_replicate:
+        raise ValueError(f"optimizers handle DTensors sharded along dim 0 over one mesh dimension and replicated "
+                         f"over the others (FSDP2 / HSDP); got placements {placements} on a "
+                         f"{t.device_mesh.ndim}-D mesh for a tensor of shape {tuple(t.shape)}")
+    return shard[0]
+
+
 def row_shards(t: torch.Tensor) -> RowShards:
-    """The row split of a DTensor; refuses placements the optimizers do not handle (anything but Shard(0) on 1-D)."""
+    """The row split of a DTensor over its shard group (the mesh dimension it is sharded along: all of a 1-D fsdp
+    mesh, one shard group of an hsdp mesh); refuses layouts the optimizers do not handle (:func:`shard_dim_of`)."""
     if not is_sharded(t):
         raise TypeError(f"row_shards needs a DTensor, got {type(t).__name__}")
-    mesh, placements = t.device_mesh, t.placements
-    if mesh.ndim != 1 or len(placements) != 1 or not isinstance(placements[0], Shard) or placements[0].dim != 0:
-        raise ValueError(f"optimizers handle DTensors sharded along dim 0 on a 1-D mesh (FSDP2's layout); got "
-                         f"placements {placements} on a {mesh.ndim}-D mesh for a tensor of shape {tuple(t.shape)}")
-    group = mesh.get_group()
-    shards = RowShards(tuple(t.shape), chunk_sizes(t.shape[0], mesh.size()), group)
+    mesh, dim = t.device_mesh, shard_dim_of(t)
+    group = mesh.get_group(dim)
+    shards = RowShards(tuple(t.shape), chunk_sizes(t.shape[0], mesh.size(dim)), group)
     mine = shards.sizes[dist.get_rank(group)]
     if t.to_local().shape[0] != mine:
         raise ValueError(f"DTensor of shape {tuple(t.shape)} holds {t.to_local().shape[0]} local rows on this rank, "

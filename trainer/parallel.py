@@ -1,4 +1,5 @@
-"""Data parallelism applied to the model from outside: DDP (replicated) or FSDP2 (sharded), and their state dicts.
+"""Data parallelism applied to the model from outside: DDP (replicated) or FSDP2 (sharded: fsdp, hsdp), and their
+state dicts. The layout comes from trainer/parallel_dims.py (the one place that reads the world size).
 
 - ``ddp``: every rank holds the whole model; DistributedDataParallel all-reduces the gradients of the last
   micro-batch (``no_sync`` before). No buffer broadcast per forward (``broadcast_buffers=False``): the model's only
@@ -6,8 +7,11 @@
 - ``fsdp``: ``fully_shard`` on every transformer block, then on the root (embeddings, final norm, head: the tied
   embedding/head matrix is one parameter of the root, sharded once). Each parameter becomes a DTensor sharded along
   dim 0; the forward all-gathers a block's parameters just in time and the backward reduce-scatters its gradients.
-  Gradient accumulation keeps unsharded gradients local until the last micro-batch (``set_requires_gradient_sync``).
+  Under gradient accumulation every micro-batch reduce-scatters into the sharded gradient; with
+  train.fsdp_defer_grad_sync the unsharded gradients stay local until the last micro-batch instead.
   On CUDA the blocks compute in bf16 with fp32 gradient reduction (``MixedPrecisionPolicy``); on CPU in fp32.
+- ``hsdp``: the same on a 2-D replicate x shard mesh: sharded within each group of train.shard_degree ranks,
+  gradients reduce-scattered within the group and all-reduced across the groups (once per step).
 
 Checkpoints: ddp (and one process) write whole tensors keyed by parameter name (:func:`full_model_state` /
 :func:`full_optimizer_state`); fsdp writes each rank's shards with DCP (trainer/sharded_checkpoint.py). Either loads
@@ -24,40 +28,53 @@ from torch import nn
 
 from optim import sharding
 
-PARALLEL_MODES = ("ddp", "fsdp")
+def apply_fsdp(model: nn.Module, *, device: torch.device, dtype: str, compile_blocks: bool, mesh=None,
+               compile_backend: str = "inductor") -> nn.Module:
+    """Shard ``model`` (a model.GPT) in place with FSDP2 over ``mesh`` (trainer.parallel_dims.ParallelDims.build_mesh:
+    1-D for fsdp, 2-D replicate x shard for hsdp; None: the default process group as a 1-D mesh); returns it.
 
-
-def apply_fsdp(model: nn.Module, *, device: torch.device, dtype: str, compile_blocks: bool) -> nn.Module:
-    """Shard ``model`` (a model.GPT) in place with FSDP2 over the default process group; returns it."""
+    With ``compile_blocks`` every block is compiled before it is wrapped, and so are the root's own parts of the
+    forward (the stem before the blocks and the tail after them: final norm, head and the chunked loss), each as one
+    graph without breaks: FSDP2's hooks run between the compiled regions, never inside one.
+    """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = None
     if device.type == "cuda" and dtype in ("auto", "bfloat16"):
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     kwargs = {"mp_policy": mp} if mp is not None else {}
+    if mesh is not None:
+        kwargs["mesh"] = mesh
+    if compile_blocks:
+        compile_root_parts(model, backend=compile_backend)
     for block in model.blocks:
         if compile_blocks:
-            block.compile()
+            block.compile(backend=compile_backend, fullgraph=True)
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
     return model
 
 
-def wrap_model(raw_model: nn.Module, *, mode: str, distributed: bool, device: torch.device, dtype: str,
-               compile: bool) -> nn.Module:
-    """The module the training loop calls: compiled and wrapped for ``mode`` ("ddp" or "fsdp").
+def compile_root_parts(model: nn.Module, *, backend: str = "inductor") -> None:
+    """Compile the parts of model.GPT's forward outside its blocks (``stem`` and ``tail``), each as one graph."""
+    for name in ("stem", "tail"):
+        setattr(model, name, torch.compile(getattr(model, name), backend=backend, fullgraph=True))
 
-    ``fsdp`` shards ``raw_model`` itself (its parameters become DTensors) and compiles block by block; ``ddp``
-    compiles the whole model and wraps it when there are several ranks.
+
+def wrap_model(raw_model: nn.Module, *, dims, device: torch.device, dtype: str, compile: bool, mesh=None,
+               compile_backend: str = "inductor") -> nn.Module:
+    """The module the training loop calls: compiled and wrapped for ``dims`` (trainer.parallel_dims.ParallelDims).
+
+    fsdp / hsdp shard ``raw_model`` itself over ``mesh`` (its parameters become DTensors) and compile block by block
+    plus the root's stem and tail; ddp compiles the whole model and wraps it when there are several ranks.
     """
-    if mode not in PARALLEL_MODES:
-        raise ValueError(f"train.parallel must be one of {PARALLEL_MODES}, got {mode!r}")
-    if mode == "fsdp":
-        if not distributed:
-            return torch.compile(raw_model) if compile else raw_model  # one rank: nothing to shard
-        return apply_fsdp(raw_model, device=device, dtype=dtype, compile_blocks=compile)
-    model = torch.compile(raw_model) if compile else raw_model
-    if distributed:
+    if dims.mode != "ddp":
+        if not dims.sharded:
+            return torch.compile(raw_model, backend=compile_backend) if compile else raw_model  # one rank
+        return apply_fsdp(raw_model, device=device, dtype=dtype, compile_blocks=compile, mesh=mesh,
+                          compile_backend=compile_backend)
+    model = torch.compile(raw_model, backend=compile_backend) if compile else raw_model
+    if dims.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -67,21 +84,34 @@ def wrap_model(raw_model: nn.Module, *, mode: str, distributed: bool, device: to
 
 
 def no_sync(model: nn.Module) -> contextlib.AbstractContextManager:
-    """Context for a micro-batch whose gradients are accumulated locally (no all-reduce / reduce-scatter)."""
+    """Context for a micro-batch whose gradients stay local and unsharded (no all-reduce / reduce-scatter)."""
     if hasattr(model, "no_sync"):  # DDP
         return model.no_sync()
     if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
-        return _fsdp_no_sync(model)
+        return _fsdp_flag(model, "set_requires_gradient_sync")
     return contextlib.nullcontext()
 
 
+def accumulating(model: nn.Module, *, defer_grad_sync: bool = False) -> contextlib.AbstractContextManager:
+    """Context for a micro-batch before the last one of a step.
+
+    ddp, or fsdp/hsdp with ``defer_grad_sync`` (train.fsdp_defer_grad_sync): :func:`no_sync`, the gradients stay
+    whole on every rank until the last micro-batch. fsdp/hsdp by default: every micro-batch reduce-scatters into
+    the sharded gradient (a rank never holds more than its shard between micro-batches); hsdp also defers its
+    all-reduce across replicas to the last micro-batch (FSDP2 keeps the partial sums sharded meanwhile).
+    """
+    if defer_grad_sync or not hasattr(model, "set_requires_all_reduce"):
+        return no_sync(model)
+    return _fsdp_flag(model, "set_requires_all_reduce")
+
+
 @contextlib.contextmanager
-def _fsdp_no_sync(model):
-    model.set_requires_gradient_sync(False)
+def _fsdp_flag(model, setter: str):
+    getattr(model, setter)(False)
     try:
         yield
     finally:
-        model.set_requires_gradient_sync(True)
+        getattr(model, setter)(True)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from trainer.distributed import all_reduce_sum
-from trainer.parallel import no_sync
+from trainer.parallel import accumulating, no_sync
 
 
 def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
@@ -21,7 +21,8 @@ def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractCon
 
 
 def make_backward(model: nn.Module, micro_batches: list, device: torch.device, dtype: str,
-                  parameters: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
+                  parameters: list[torch.Tensor], *, defer_grad_sync: bool = False,
+                  after_micro_batch: Callable[[], None] | None = None) -> Callable[[], torch.Tensor]:
     """A closure computing the global-batch gradient into ``.grad`` and returning the global mean loss.
 
     Each micro-batch loss is divided by the number of micro-batches; DDP averages over ranks (its
@@ -29,6 +30,10 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
     the mean loss over the whole global batch at any world size. Called again (e.g. by gradient
     regularization at perturbed weights) it recomputes from zero on the same batch. ``backward(sync=False)``
     leaves each rank's local gradient (no all-reduce; GR's per-rank perturbations); the loss is still global.
+
+    Under fsdp/hsdp each micro-batch reduce-scatters into the sharded gradient unless ``defer_grad_sync``
+    (trainer.parallel.accumulating). ``after_micro_batch`` is called after each micro-batch's backward (the
+    gradient-memory probe of the first step, trainer/grad_memory.py).
     """
     accum = len(micro_batches)
 
@@ -39,11 +44,16 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
         total = torch.zeros((), device=device, dtype=torch.float32)
         for i, (x, y) in enumerate(micro_batches):
             last = i == accum - 1
-            ctx = contextlib.nullcontext() if (last and sync) else no_sync(model)
+            if not sync:
+                ctx = no_sync(model)
+            else:
+                ctx = contextlib.nullcontext() if last else accumulating(model, defer_grad_sync=defer_grad_sync)
             with ctx:
                 with autocast_context(device, dtype):
                     _, loss = model(x, y, return_logits=False)  # loss only: no logits materialised
                 (loss / accum).backward()
+            if after_micro_batch is not None:
+                after_micro_batch()
             total += loss.detach().float()
         total /= accum
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1

@@ -39,7 +39,8 @@ RESUMABLE = ("train.steps", "train.stop_after_step", "train.out_dir", "train.che
              "train.keep_checkpoints", "train.resume", "train.resume_changes", "train.eval_every",
              "train.eval_tokens", "train.log_every", "train.device", "train.dtype", "train.compile", "train.tf32",
              "train.micro_batch_size", "train.max_nonfinite_steps", "train.dist_timeout_s",
-             "train.consistency_check_every", "train.parallel", "log.*", "data.check_tokens", "optim.backend",
+             "train.consistency_check_every", "train.parallel", "train.shard_degree",
+             "train.fsdp_defer_grad_sync", "log.*", "data.check_tokens", "optim.backend",
              "train.sample_*", "train.hellaswag_every", "data.hellaswag")
 CHANGES_FILE = "config_changes.jsonl"
 

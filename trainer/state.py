@@ -17,6 +17,7 @@ from torch import nn
 from configs.base import to_dict
 from trainer import checkpoint, parallel
 from trainer.distributed import DistInfo, all_gather_objects, broadcast_object
+from trainer.grad_memory import GradBytes
 from trainer.passes import host_values, make_backward
 from trainer.metrics import MetricsWriter
 from trainer.resume import restore, rng_state
@@ -36,6 +37,7 @@ class TrainState:
     skipped_steps: int = 0
     consecutive_skips: int = 0  # of the last step, from the optimizer's device counter
     parameters: list[torch.Tensor] = field(default_factory=list)
+    measure_grad_bytes: bool = True  # the next step reports grad_bytes_per_rank (the first step of the process)
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -80,7 +82,10 @@ def train_step(state: TrainState, regularizer, *, prefetch: bool = True) -> dict
     t0 = time.perf_counter()
     tcfg = state.cfg.train
     batch = state.loader.next_batch()  # int64 on the device (prefetched during the previous step)
-    backward = make_backward(state.model, batch, state.dist.device, tcfg.dtype, state.parameters)
+    probe = GradBytes(state.raw_model) if state.measure_grad_bytes else None
+    backward = make_backward(state.model, batch, state.dist.device, tcfg.dtype, state.parameters,
+                             defer_grad_sync=tcfg.fsdp_defer_grad_sync,
+                             after_micro_batch=probe.sample if probe is not None else None)
     loss = regularizer.compute(state.parameters, backward, state.step) if regularizer.enabled else backward()
     lr = state.scheduler.get_last_lr()[0]
     state.optimizer.step()  # owns the step's gradient facts: norm, clip factor and skip, decided on the device
@@ -92,4 +97,9 @@ def train_step(state: TrainState, regularizer, *, prefetch: bool = True) -> dict
     values = host_values({"train_loss": loss, **(stats() if callable(stats) else {})})  # the step's one host read
     state.skipped_steps = int(values.pop("skipped_steps", state.skipped_steps))
     state.consecutive_skips = int(values.pop("consecutive_skips", 0))
-    return {"train_loss": values.pop("train_loss"), "lr": lr, **values, "step_time_s": time.perf_counter() - t0}
+    extra = {}
+    if probe is not None:  # the first step of this process: measured, not from a formula
+        extra["grad_bytes_per_rank"] = probe.peak
+        state.measure_grad_bytes = False
+    return {"train_loss": values.pop("train_loss"), "lr": lr, **values, **extra,
+            "step_time_s": time.perf_counter() - t0}
