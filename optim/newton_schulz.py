@@ -57,23 +57,6 @@ def _dist_info(process_group) -> tuple[int, int]:
     return 0, 1
 
 
-def split_by_cost(shapes: list[tuple[int, ...]], world: int) -> list[int]:
-    """An owner rank per matrix: shape buckets in order, each bucket's matrices dealt to the least-loaded ranks
-    (cost m*n*min(m, n) per matrix), no padding. Deterministic, so every rank computes the same split."""
-    load = [0] * world
-    owners = [0] * len(shapes)
-    buckets: dict[tuple, list[int]] = defaultdict(list)
-    for i, shape in enumerate(shapes):
-        buckets[shape].append(i)
-    for shape, idx in buckets.items():
-        cost = shape[-2] * shape[-1] * min(shape[-2:])
-        for i in idx:
-            r = min(range(world), key=lambda r: (load[r], r))
-            owners[i] = r
-            load[r] += cost
-    return owners
-
-
 def orthogonalize(matrices: list[torch.Tensor], *, steps: int = 5, dtype: torch.dtype = torch.bfloat16,
                   split_across_ranks: bool = True, process_group=None, method: str = "newton_schulz"
                   ) -> list[torch.Tensor]:
@@ -81,11 +64,10 @@ def orthogonalize(matrices: list[torch.Tensor], *, steps: int = 5, dtype: torch.
     each rank orthogonalizes the matrices it owns.
 
     Every rank must call this with the same list (same shapes, same order), as DDP ranks do with the averaged
-    gradients. Matrices are dealt to ranks by cost (:func:`split_by_cost`, no zero padding); each rank runs its share
-    of a shape bucket as one batch, then broadcasts the results in the Newton-Schulz dtype (the results are exactly
-    representable there, so nothing is lost) asynchronously, so one bucket's exchange overlaps the next bucket's
-    Newton-Schulz. Per step each rank receives the bytes of the matrices it does not own, once. Returns new tensors
-    in the input order.
+    gradients. The work is planned once per shapes and world (optim/ns_plan.py: whole matrices by cost, a matrix
+    split over a team of ranks when whole ones cannot balance); each rank runs its share of a shape bucket, then one
+    asynchronous all-gather per bucket exchanges the results in the Newton-Schulz dtype (exactly representable there,
+    so nothing is lost) while the next bucket computes (optim/ns_exchange.py). Returns new tensors in input order.
     """
     if method not in ORTHOGONALIZERS:
         raise ValueError(f"orthogonalize: method must be one of {ORTHOGONALIZERS}, got {method!r}")
@@ -93,34 +75,19 @@ def orthogonalize(matrices: list[torch.Tensor], *, steps: int = 5, dtype: torch.
     def run(stack):
         return svd_orthogonalize(stack) if method == "svd" else newton_schulz5(stack, steps, dtype)
 
-    rank, world = _dist_info(process_group) if split_across_ranks else (0, 1)
+    _, world = _dist_info(process_group) if split_across_ranks else (0, 1)
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, m in enumerate(matrices):
         buckets[(tuple(m.shape), m.dtype, m.device)].append(i)
     out: list[torch.Tensor | None] = [None] * len(matrices)
-    if world == 1:
+    if world == 1 or not matrices:
         for idx in buckets.values():
             result = run(torch.stack([matrices[i] for i in idx]))
             for j, i in enumerate(idx):
                 out[i] = result[j]
         return out  # type: ignore[return-value]
-    owners = split_by_cost([tuple(m.shape) for m in matrices], world)
-    pending = []
-    for (shape, out_dtype, device), idx in buckets.items():
-        for r in range(world):
-            mine = [i for i in idx if owners[i] == r]
-            if not mine:
-                continue
-            wire = out_dtype if method == "svd" else dtype  # exact results travel in the matrices' dtype
-            if r == rank:
-                buf = run(torch.stack([matrices[i] for i in mine])).to(wire).contiguous()
-            else:
-                buf = torch.empty((len(mine), *shape), dtype=wire, device=device)
-            work = dist.broadcast(buf, src=dist.get_global_rank(process_group, r) if process_group is not None else r,
-                                  group=process_group, async_op=True)
-            pending.append((work, buf, mine, out_dtype))
-    for work, buf, mine, out_dtype in pending:
-        work.wait()
-        for j, i in enumerate(mine):
-            out[i] = buf[j].to(out_dtype)
-    return out  # type: ignore[return-value]
+    from .ns_exchange import orthogonalize_planned  # it imports this module's coefficients
+
+    wire = matrices[0].dtype if method == "svd" else dtype  # exact results travel in the matrices' dtype
+    return orthogonalize_planned(matrices, run, wire=wire, steps=steps, ns_dtype=dtype, split=method != "svd",
+                                 process_group=process_group)

@@ -114,19 +114,28 @@ class NSPlan:
 
 
 def _lpt(shapes, ks: list[int], world: int):
-    """Greedy LPT of items (matrix i split over ks[i] ranks): teams and per-rank loads."""
+    """Greedy LPT of items (matrix i split over ks[i] ranks): teams and per-rank loads. Among ranks, the one holding
+    the fewest items of the item's shape bucket so far wins first, then the least loaded: a bucket's items spread
+    evenly (its all-gather pads every rank to the longest contribution), and equal-cost items still go to the least
+    loaded ranks."""
     cost = [whole_cost(s) if k == 1 else team_cost(s, even_split(wide(s)[1], k)[0]) for s, k in zip(shapes, ks)]
-    heap = [(0, r) for r in range(world)]
+    loads = [0] * world
+    heaps: dict[tuple, list] = {}  # per bucket: (items of the bucket held, load, rank), refreshed lazily
     teams: list[tuple[int, ...]] = [()] * len(shapes)
     for i in sorted(range(len(shapes)), key=lambda i: (-cost[i], i)):
-        picked = [heapq.heappop(heap) for _ in range(ks[i])]
-        teams[i] = tuple(sorted(r for _, r in picked))
-        parts = even_split(wide(shapes[i])[1], ks[i])
-        for (load, r), j in zip(sorted(picked, key=lambda x: x[1]), range(ks[i])):
-            heapq.heappush(heap, (load + (cost[i] if ks[i] == 1 else team_cost(shapes[i], parts[j])), r))
-    loads = [0] * world
-    for load, r in heap:
-        loads[r] = load
+        heap = heaps.setdefault((shapes[i], ks[i]), [(0, 0, r) for r in range(world)])
+        picked = []
+        while len(picked) < ks[i]:  # loads only grow: an entry with a stale load is re-pushed, not taken
+            held, load, r = heapq.heappop(heap)
+            if load != loads[r]:
+                heapq.heappush(heap, (held, loads[r], r))
+            else:
+                picked.append((held, r))
+        picked.sort(key=lambda x: x[1])
+        teams[i] = tuple(r for _, r in picked)
+        for (held, r), cols in zip(picked, even_split(wide(shapes[i])[1], ks[i])):
+            loads[r] += cost[i] if ks[i] == 1 else team_cost(shapes[i], cols)
+            heapq.heappush(heap, (held + 1, loads[r], r))
     return teams, loads
 
 

@@ -19,7 +19,7 @@ import math
 import torch
 
 from model import GPT, ModelConfig
-from optim.newton_schulz import split_by_cost
+from optim.ns_plan import plan_newton_schulz, wide
 from optim.sharding import assign_owners, chunk_sizes
 
 # Optimizer state in fp32 words per parameter (momentum / moments), and whether it orthogonalizes hidden matrices.
@@ -59,7 +59,7 @@ def spectral_pieces(model: GPT, optimizer: str) -> list[tuple[int, ...]]:
 
 
 def step_bytes(model: GPT, world: int, *, mode: str, optimizer: str, accum: int = 1, param_bytes: int = 2,
-               reduce_bytes: int = 4, ns_bytes: int = 2, rank: int = 0) -> dict[str, int]:
+               reduce_bytes: int = 4, ns_bytes: int = 2, ns_steps: int = 5, rank: int = 0) -> dict[str, int]:
     """Bytes ``rank`` receives per optimizer step, by collective, for the gradients and the optimizer's exchanges.
 
     ``param_bytes``: the fsdp all-gather dtype (2 for bf16 compute on CUDA, 4 on CPU); ``reduce_bytes``: gradient
@@ -72,11 +72,13 @@ def step_bytes(model: GPT, world: int, *, mode: str, optimizer: str, accum: int 
     out: dict[str, int] = {}
     if mode == "ddp":
         out["all_reduce (gradients)"] = round(2 * frac * n * 4)
-        if optimizer in SPECTRAL:
-            pieces = spectral_pieces(model, optimizer)
-            owners = split_by_cost(pieces, world)
-            out["broadcast (Newton-Schulz results)"] = sum(a * b * ns_bytes for (a, b), o in zip(pieces, owners)
-                                                          if o != rank)
+        if optimizer in SPECTRAL:  # optim/ns_exchange.py: one all-gather of padded buffers per bucket
+            plan = plan_newton_schulz(tuple(spectral_pieces(model, optimizer)), world)
+            out["all_gather (Newton-Schulz results)"] = sum((world - 1) * b.padded * ns_bytes for b in plan.buckets)
+            teams = sum(ns_steps * round(2 * (len(t) - 1) / len(t) * wide(s)[0] ** 2 * 4)
+                        for s, t in zip(plan.shapes, plan.teams) if len(t) > 1 and rank in t)
+            if teams:
+                out["all_reduce (Newton-Schulz teams)"] = teams
         return out
     groups = shard_groups(model)
     root, blocks = groups[0], groups[1:]

@@ -29,7 +29,8 @@ def counting(rank: int, world: int, counts: dict):
         counts[key] = counts.get(key, 0) + value
 
     real = {name: getattr(dist, name) for name in ("all_gather_single", "reduce_scatter_single", "broadcast",
-                                                     "all_to_all_single", "_broadcast_coalesced")}
+                                                     "all_to_all_single", "_broadcast_coalesced",
+                                                     "all_gather_into_tensor")}
 
     def all_gather_single(output_tensor, input_tensor, *args, **kwargs):
         add("all_gather (parameters)", frac * output_tensor.numel() * output_tensor.element_size())
@@ -49,13 +50,18 @@ def counting(rank: int, world: int, counts: dict):
         add("all_to_all", received * output.element_size())
         return real["all_to_all_single"](output, input, output_split_sizes, input_split_sizes, *args, **kwargs)
 
+    def all_gather_into_tensor(output_tensor, input_tensor, *args, **kwargs):  # the ddp Newton-Schulz exchange
+        add("all_gather (Newton-Schulz results)", frac * output_tensor.numel() * output_tensor.element_size())
+        return real["all_gather_into_tensor"](output_tensor, input_tensor, *args, **kwargs)
+
     def _broadcast_coalesced(group, tensors, *args, **kwargs):  # DDP's buffer broadcast (none expected)
         add("broadcast (DDP buffers)", sum(t.numel() * t.element_size() for t in tensors))
         return real["_broadcast_coalesced"](group, tensors, *args, **kwargs)
 
     for name, fn in (("all_gather_single", all_gather_single), ("reduce_scatter_single", reduce_scatter_single),
                      ("broadcast", broadcast), ("all_to_all_single", all_to_all_single),
-                     ("_broadcast_coalesced", _broadcast_coalesced)):
+                     ("_broadcast_coalesced", _broadcast_coalesced),
+                     ("all_gather_into_tensor", all_gather_into_tensor)):
         setattr(dist, name, fn)
 
     def ddp_hook(state, bucket):

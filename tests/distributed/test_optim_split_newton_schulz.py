@@ -38,6 +38,7 @@ def test_split_orthogonalization_equals_single_process(tmp_path):
     assert result["ranks_agree"], result
     assert result["ns_bytes"] == result["ns_bytes_formula"], result
     assert result["ns_bytes"] <= 0.6 * result["ns_bytes_old"], result
+    assert result["team_size"] == 2 and result["team_max_diff"] <= 1e-5, result
     # reference rho scaling: the public code's G summed over 2 ranks, i.e. min(1, 2G/rho)
     assert result["reference_clip"] == pytest.approx(min(1.0, 2 * result["dual_norm"] / result["rho"]), rel=1e-6)
     assert result["free_clip"] == pytest.approx(min(1.0, result["free_dual_norm"] / result["rho"]), rel=1e-6)
@@ -50,7 +51,7 @@ def _worker(out_path: str) -> None:
 
     sys.path.insert(0, str(REPO_ROOT))
     from optim import ClippedScion, Muon, orthogonalize
-    from optim.newton_schulz import split_by_cost
+    from optim.ns_plan import plan_newton_schulz
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -61,22 +62,27 @@ def _worker(out_path: str) -> None:
     whole = orthogonalize(mats, dtype=torch.float32, split_across_ranks=False)
     ns_diff = max((a - b).abs().max().item() for a, b in zip(split, whole))
 
-    # bytes this rank receives in the exchange, counted at the collective, against the formula
+    # bytes this rank receives in the exchange (one all-gather per shape bucket), counted at the collective
     received = []
-    real_broadcast = dist.broadcast
+    real_all_gather = dist.all_gather_into_tensor
 
-    def counting_broadcast(tensor, src, *args, **kwargs):
-        if src != rank:
-            received.append(tensor.numel() * tensor.element_size())
-        return real_broadcast(tensor, src, *args, **kwargs)
+    def counting_all_gather(output, input, *args, **kwargs):
+        received.append((world - 1) * input.numel() * input.element_size())
+        return real_all_gather(output, input, *args, **kwargs)
 
-    dist.broadcast = counting_broadcast
+    dist.all_gather_into_tensor = counting_all_gather
     try:
         orthogonalize(mats, dtype=torch.bfloat16, split_across_ranks=True)
     finally:
-        dist.broadcast = real_broadcast
-    owners = split_by_cost(shapes, world)
-    formula = sum(2 * a * b for (a, b), o in zip(shapes, owners) if o != rank)  # bf16: 2 bytes per entry
+        dist.all_gather_into_tensor = real_all_gather
+    plan = plan_newton_schulz(tuple(shapes), world)
+    formula = sum((world - 1) * 2 * b.padded for b in plan.buckets)  # bf16: 2 bytes per entry
+    # a matrix split over a team of ranks (no other matrix to balance it) equals the whole computation too
+    team = torch.randn(24, 40)
+    (team_split,) = orthogonalize([team], dtype=torch.float32, split_across_ranks=True)
+    (team_whole,) = orthogonalize([team], dtype=torch.float32, split_across_ranks=False)
+    team_diff = (team_split - team_whole).abs().max().item()
+    team_size = len(plan_newton_schulz(((24, 40),), world).teams[0])
     old = 0  # the previous scheme: each shape bucket zero-padded to a multiple of W, fp32 all_gather
     for shape in set(shapes):
         n = shapes.count(shape)
@@ -121,7 +127,7 @@ def _worker(out_path: str) -> None:
     if rank == 0:
         Path(out_path).write_text(json.dumps(dict(
             world_size=world, ns_max_diff=ns_diff, ns_bytes=sum(received), ns_bytes_formula=formula,
-            ns_bytes_old=old, scion_max_diff=scion_diff, muon_max_diff=muon_diff,
+            ns_bytes_old=old, team_max_diff=team_diff, team_size=team_size, scion_max_diff=scion_diff, muon_max_diff=muon_diff,
             ranks_agree=agree, rho=rho, dual_norm=ref_opt.stats()["dual_norm"].item(),
             reference_clip=ref_opt.stats()["clip_factor"].item(),
             free_clip=free_opt.stats()["clip_factor"].item(), free_dual_norm=free_opt.stats()["dual_norm"].item())))
