@@ -62,6 +62,9 @@ class ModelConfig(Section):
     dropout: float = field(0.0, check=in_range(0, 1, high_open=True), help="dropout on embeddings, attention and "
                                                                            "residual branches")
     init_std: float = field(0.02, check=positive, help="std of the normal init of weights and embeddings")
+    loss_chunk_mib: Optional[float] = field(None, check=positive, help="memory budget (MiB) of one chunk of fp32 "
+                                            "logits in the training loss (model/loss.py); unset = 1024 on a GPU "
+                                            "(2^28 logits), 128 elsewhere")
     proj_init: Literal["scaled", "zero"] = field("scaled", help="residual output projections: scaled = "
                                                                 "init_std/sqrt(2*n_layer) (GPT-2), zero (Scion code)")
 

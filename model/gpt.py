@@ -12,7 +12,7 @@ from torch import nn
 from model.config import ModelConfig
 from model.kv_cache import KVCache
 from model.layers import Block, RMSNorm, RotaryEmbedding, build_norm
-from model.loss import linear_cross_entropy
+from model.loss import chunk_elements, linear_cross_entropy
 
 IGNORE_INDEX = -1  # targets equal to this are left out of the loss (nanoGPT / llm.c convention)
 
@@ -108,7 +108,8 @@ class GPT(nn.Module):
         methods so that a wrapper (trainer/parallel.py under FSDP) can compile them as graphs of their own."""
         x = self.final_norm(x)
         if targets is not None and not return_logits:
-            return None, linear_cross_entropy(x, self.head.weight, targets, ignore_index=IGNORE_INDEX)
+            return None, linear_cross_entropy(x, self.head.weight, targets, ignore_index=IGNORE_INDEX,
+                                              chunk_elements=chunk_elements(self.config.loss_chunk_mib, x.device))
         logits = self.head(x).float()
         if targets is None:
             return logits, None

@@ -9,13 +9,28 @@ with dL/dz_i = (softmax(z_i) - onehot(y_i)) / n, dL/dh_i = W^T dL/dz_i and dL/dW
 gradients in the forward pass, and keeps only dL/dh (N, C) and dL/dW (V, C): peak memory is one chunk of logits
 instead of N x V fp32 logits kept for the backward, at no extra FLOPs (the idea of Liger-Kernel's fused linear
 cross-entropy, here in plain torch ops). Matmuls run in the ambient autocast dtype, as the unfused head does.
+A chunk's size comes from a memory budget (`model.loss_chunk_mib`, :func:`chunk_elements`); each chunk re-reads the
+head and re-accumulates its fp32 gradient, so fewer, larger chunks move fewer bytes (docs/model.md: cost model).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-CHUNK_ELEMENTS = 2 ** 25  # logits per chunk (128 MiB in fp32); fewer rows x vocab than this: one plain pass
+GPU_CHUNK_MIB = 1024  # default budget of one chunk's fp32 logits on a GPU: 2^28 logits (docs/model.md: cost model)
+CPU_CHUNK_MIB = 128  # elsewhere: 2^25 logits (host memory is shared with everything else; tests use tiny shapes)
+CHUNK_ELEMENTS = CPU_CHUNK_MIB * 2 ** 20 // 4  # the functions' default when called without a budget
+
+
+def chunk_elements(budget_mib: float | None, device: torch.device | str) -> int:
+    """Logits per chunk for a memory budget of ``budget_mib`` MiB of fp32 logits (None: GPU_CHUNK_MIB on CUDA,
+    CPU_CHUNK_MIB elsewhere). Fewer rows x vocab than this: one plain pass. The chunk's softmax reuses the logits'
+    memory; its copy in the matmul dtype adds half the budget under bf16 autocast."""
+    if budget_mib is None:
+        budget_mib = GPU_CHUNK_MIB if torch.device(device).type == "cuda" else CPU_CHUNK_MIB
+    if not budget_mib > 0:
+        raise ValueError(f"loss chunk budget must be > 0 MiB, got {budget_mib}")
+    return max(1, int(budget_mib * 2 ** 20) // 4)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from model import GPT, ModelConfig
 from model import loss as loss_module
-from model.loss import chunked_linear_cross_entropy, linear_cross_entropy
+from model.loss import chunk_elements, chunked_linear_cross_entropy, linear_cross_entropy
+
+chunked = chunked_linear_cross_entropy
 
 
 def plain(h, w, y):
@@ -69,10 +71,44 @@ def test_gpt_training_forward_returns_no_logits_and_the_same_loss(monkeypatch):
     ref.backward()
     ref_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
-    monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", 40 * 3)  # force the chunked path: 6 chunks
+    model.config.loss_chunk_mib = 40 * 3 * 4 / 2 ** 20  # a budget of 3 rows of fp32 logits: 6 chunks
+    calls = []
+    monkeypatch.setattr(loss_module, "chunked_linear_cross_entropy",
+                        lambda *a, **k: calls.append(k["chunk_elements"]) or chunked(*a, **k))
     none, out = model(idx, idx, return_logits=False)
+    assert calls == [120]
     out.backward()
     assert none is None and logits.shape == (2, 8, 40)
     assert torch.allclose(out, ref, rtol=1e-6)
     for p, want in zip(model.parameters(), ref_grads):
         assert torch.allclose(p.grad, want, rtol=1e-4, atol=1e-6)
+
+
+def test_chunk_from_the_memory_budget():
+    assert chunk_elements(None, "cuda") == 2 ** 28  # 1 GiB of fp32 logits on a GPU
+    assert chunk_elements(None, "cpu") == 2 ** 25 == loss_module.CHUNK_ELEMENTS
+    assert chunk_elements(1.5, "cpu") == 3 * 2 ** 17
+    with pytest.raises(ValueError, match="budget"):
+        chunk_elements(0, "cpu")
+
+
+def test_gpt_loss_with_a_budget_is_exact_in_float64():
+    """A budget of a few rows of logits (4 chunks): the chunked loss and every gradient equal the unchunked float64 ones."""
+    torch.manual_seed(0)
+    kw = dict(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=8)
+    model = GPT(ModelConfig(**kw)).double()
+    idx = torch.randint(0, 40, (2, 8))
+    hidden = {}
+    model.final_norm.register_forward_hook(lambda module, args, out: hidden.update(x=out))
+    model(idx)  # no targets: the hidden states, then the float64 reference loss on them
+    ref = plain(hidden["x"], model.head.weight, idx)
+    assert ref.dtype == torch.float64
+    ref.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    model.config.loss_chunk_mib = 2 * 40 * 8 / 2 ** 20  # 4 rows of fp32 logits (2 rows' bytes in float64)
+    _, out = model(idx, idx, return_logits=False)
+    out.backward()
+    assert out.dtype == torch.float64 and torch.allclose(out, ref, rtol=1e-12)
+    for p, want in zip(model.parameters(), ref_grads):
+        assert torch.allclose(p.grad, want, rtol=1e-10, atol=1e-12)
