@@ -15,6 +15,7 @@ import optim
 from model import GPT, ModelConfig
 from optim.config import OptimConfig
 from trainer.parallel import apply_fsdp, no_sync, wrap_model
+from trainer.parallel_dims import ParallelDims
 from trainer.scale import step_bytes
 
 MODEL = dict(n_layer=2, n_head=2, n_embd=24, vocab_size=67, block_size=8, norm="rmsnorm", pos_emb="rope",
@@ -78,8 +79,8 @@ def one_step(mode: str, accum: int, rank: int, world: int) -> dict:
     shapes_model = copy.deepcopy(model)
     counts: dict = {}
     if mode == "ddp":  # the trainer's wrapper (broadcast_buffers=False); its construction-time sync is not counted
-        wrapped = wrap_model(model, mode="ddp", distributed=True, device=torch.device("cpu"), dtype="float32",
-                             compile=False)
+        wrapped = wrap_model(model, dims=ParallelDims("ddp", world, 1), device=torch.device("cpu"),
+                             dtype="float32", compile=False)
         wrapped.register_comm_hook(None, counting(rank, world, counts))
     else:
         counting(rank, world, counts)
