@@ -18,6 +18,8 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.b
     """Approximate orthogonalization U V^T of the last two dims of G (batched over leading dims).
 
     X_0 = G / (||G||_F + 1e-7) per matrix (so ||X_0||_2 <= 1); wide orientation inside the loop. Returns G's dtype.
+    Each step evaluates c A^2 as (c A) A, the reference code's order (Muon / modded-nanogpt, LIONS-EPFL scion.py,
+    the Clipped Scion code), so a bf16 result is bitwise theirs (tests/optim/test_newton_schulz_reference.py).
     """
     if G.ndim < 2:
         raise ValueError(f"newton_schulz5 needs a matrix (or a batch of matrices), got shape {tuple(G.shape)}")
@@ -29,7 +31,7 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.b
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
         A = X @ X.mT
-        B = b * A + c * (A @ A)
+        B = b * A + (c * A) @ A  # the reference's order (c*A first): bitwise its bf16 result
         X = a * X + B @ X
     if tall:
         X = X.mT
