@@ -19,7 +19,7 @@ import torch
 from configs.base import ConfigError
 from configs.cli import HelpFormatter
 from data.tokenizer import EOT, EOT_TEXT, VOCAB_SIZE, gpt2_encoding
-from evals.checkpoint_model import autocast, load_model
+from evals.checkpoint_model import add_allow_unverified, autocast, load_model
 from model.generate import generate
 
 SEPARATOR = "-" * 40
@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens (0 = all)")
     parser.add_argument("--seed", type=int, default=1337, help="seed of the sampling generator")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_allow_unverified(parser)
     args = parser.parse_args(argv)
     for name in ("max_new_tokens", "num_samples"):
         if getattr(args, name) < 1:
@@ -74,7 +75,7 @@ def samples(loaded, text: str, *, max_new_tokens: int, num_samples: int = 1, tem
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        loaded = load_model(args.run, args.checkpoint, args.device)
+        loaded = load_model(args.run, args.checkpoint, args.device, args.allow_unverified)
         text = prompt_text(args.prompt)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -46,6 +46,10 @@ class TrainConfig(Section):
     resume_changes: Literal["refuse", "apply"] = field(
         "refuse", help="on resume, settings that change the run (model, data, optim, schedule, batch, seed) "
                        "differing from the checkpoint's: 'refuse' stops listing them, 'apply' applies them")
+    allow_unverified_checkpoints: bool = field(
+        False, help="resume from a checkpoint that carries no integrity record (no digest inside, no .sha256 beside "
+                    "it: an older version's file whose side file was lost); by default such a file is moved aside "
+                    "like a corrupt one")
     eval_every: int = field(0, check=non_negative, help="steps between validation-loss evaluations (0: only at the "
                                                         "end)")
     eval_tokens: int = field(65536, check=non_negative, help="validation tokens per evaluation (a fixed prefix of "

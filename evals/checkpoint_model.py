@@ -47,14 +47,22 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def find_checkpoint(run: str | Path | None, path: str | Path | None) -> tuple[dict, Path]:
+def add_allow_unverified(parser) -> None:
+    """The command-line override of the integrity check (the trainer's train.allow_unverified_checkpoints)."""
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="load a checkpoint that carries no integrity record (an older version's file whose "
+                             ".sha256 side file was lost) instead of refusing it")
+
+
+def find_checkpoint(run: str | Path | None, path: str | Path | None,
+                    allow_unverified: bool = False) -> tuple[dict, Path]:
     """The state of the checkpoint `path`, or else of the newest loadable one of run directory `run`."""
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"--checkpoint {path}: no such file")
         try:
-            return checkpoint.load(path), path
+            return checkpoint.load(path, allow_unverified=allow_unverified), path
         except ValueError as err:
             raise ConfigError(f"--checkpoint {path} does not load: {err}") from None
     if run is None:
@@ -62,7 +70,7 @@ def find_checkpoint(run: str | Path | None, path: str | Path | None) -> tuple[di
     run = Path(run)
     if not run.is_dir():
         raise ConfigError(f"--run {run}: no such directory")
-    found = checkpoint.scan(run)
+    found = checkpoint.scan(run, allow_unverified)
     for bad, why in found.unreadable:
         print(f"warning: skipping {bad}: {why}", file=sys.stderr)
     if found.path is None:
@@ -89,8 +97,9 @@ def whole_model_state(state: dict, path: Path) -> dict[str, torch.Tensor]:
     return state["model"]
 
 
-def load_model(run: str | Path | None = None, path: str | Path | None = None, device: str = "auto") -> LoadedModel:
-    state, path = find_checkpoint(run, path)
+def load_model(run: str | Path | None = None, path: str | Path | None = None, device: str = "auto",
+               allow_unverified: bool = False) -> LoadedModel:
+    state, path = find_checkpoint(run, path, allow_unverified)
     config = state.get("config") or {}
     if "model" not in config:
         raise ConfigError(f"{path} holds no model config (key 'config.model'); it was not written by train_gpt.py")

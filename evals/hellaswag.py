@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from configs.base import ConfigError
 from configs.cli import HelpFormatter
+from evals.checkpoint_model import add_allow_unverified
 
 
 class HellaSwagFormatError(ValueError):
@@ -185,6 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="auto: CUDA when available (under torchrun: the rank's local GPU)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--out", help="result file (default: <run>/evals/hellaswag_step_<step>.json)")
+    add_allow_unverified(parser)
     args = parser.parse_args(argv)
     if args.limit < 0:
         parser.error(f"--limit must be >= 0, got {args.limit}")
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         examples = load_examples(args.data, args.split)
-        loaded = load_model(args.run, args.checkpoint, device="cpu")
+        loaded = load_model(args.run, args.checkpoint, device="cpu", allow_unverified=args.allow_unverified)
     except (ConfigError, HellaSwagFormatError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

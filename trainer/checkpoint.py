@@ -1,15 +1,21 @@
 """Checksummed, atomic checkpoints: ``<out_dir>/checkpoints/step_0000100.pt`` beside ``step_0000100.pt.sha256``.
 
-Writing: the state goes to a temporary name through a writer that hashes every byte as it is written
-(SHA-256, no second read), is fsynced and renamed; the checksum file (``sha256sum`` format, so
-``sha256sum -c step_0000100.pt.sha256`` checks it by hand) is written first, so a final-named
-checkpoint always has its checksum. A full disk removes the partial file and raises
-:class:`CheckpointWriteError` saying so, naming the intact previous checkpoint.
+A checkpoint carries its own integrity record: the file is torch.save's bytes followed by an 81-byte trailer
+``\nclipgpt-sha256:<64 hex>\n``, the SHA-256 of the bytes before it (``torch.load`` ignores trailing bytes, so the
+file still loads anywhere). The ``.sha256`` side file (``sha256sum`` format over the whole file, so
+``sha256sum -c step_0000100.pt.sha256`` checks it by hand) is a second record; a copy that drops it loses nothing.
 
-Reading: :func:`scan` verifies the newest checkpoint's checksum, loads it, and falls back to older ones,
-recording why each newer one was unreadable. The trainer refuses to start from nothing when
-checkpoints exist but none loads (see ``trainer/resume.py``), and moves unreadable files aside as
-``*.corrupt`` (:func:`quarantine`) so the rotation never keeps them in place of good checkpoints.
+Writing: the state goes to a temporary name through a writer that hashes every byte as it is written (no second
+read), gets its trailer, is fsynced and renamed; the side file is written first, so a final-named checkpoint always
+has both. A full disk removes the partial file and raises :class:`CheckpointWriteError` saying so, naming the intact
+previous checkpoint.
+
+Reading: :func:`scan` verifies the newest checkpoint, loads it, and falls back to older ones, recording why each newer
+one was unreadable. A checkpoint with neither record (written before the trailer existed and its side file lost)
+cannot be verified and counts as unreadable unless the caller allows it (``train.allow_unverified_checkpoints``,
+``sample.py --allow-unverified``). The trainer refuses to start from nothing when checkpoints exist but none loads
+(see ``trainer/resume.py``), and moves unreadable files aside as ``*.corrupt`` (:func:`quarantine`) so the rotation
+never keeps them in place of good checkpoints.
 
 Rotation (:func:`save`) only deletes checkpoints with a lower step than the one just written.
 """
@@ -29,6 +35,8 @@ import torch
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 _COMPLETE = "checkpoint_complete"
 _CHUNK = 16 << 20
+_TRAILER = b"\nclipgpt-sha256:"  # + 64 hex digits + b"\n": the SHA-256 of every byte before it
+_TRAILER_SIZE = len(_TRAILER) + 64 + 1
 
 
 class CheckpointWriteError(RuntimeError):
@@ -122,12 +130,16 @@ def save(out_dir: str | Path, step: int, state: dict, keep: int) -> Path:
         with open(tmp, "wb") as f:
             writer = _HashingWriter(f)
             torch.save({**state, _COMPLETE: True}, writer)
+            whole = writer.sha.copy()  # the side file's digest covers the trailer too (sha256sum -c)
+            trailer = _TRAILER + writer.sha.hexdigest().encode() + b"\n"
+            whole.update(trailer)
+            writer.write(trailer)
             f.flush()
             os.fsync(f.fileno())
         sums = checksum_path(final)
         sums_tmp = directory / f".{sums.name}.tmp"
         with open(sums_tmp, "w") as f:
-            f.write(f"{writer.sha.hexdigest()}  {final.name}\n")
+            f.write(f"{whole.hexdigest()}  {final.name}\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(sums_tmp, sums)
@@ -158,18 +170,68 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
-def load(path: Path, step: int | None = None, verify: bool = True) -> dict:
-    """Load one checkpoint after checking its checksum; raise ``ValueError`` saying what is wrong with it."""
+def _embedded_digest(path: Path) -> str | None:
+    """The digest in the file's trailer, or None if it has none (an older checkpoint, or a damaged trailer)."""
+    size = path.stat().st_size
+    if size < _TRAILER_SIZE:
+        return None
+    with open(path, "rb") as f:
+        f.seek(size - _TRAILER_SIZE)
+        tail = f.read(_TRAILER_SIZE)
+    digest = tail[len(_TRAILER):-1]
+    if not tail.startswith(_TRAILER) or not tail.endswith(b"\n") or not re.fullmatch(rb"[0-9a-f]{64}", digest):
+        return None
+    return digest.decode("ascii")
+
+
+def _digests(path: Path, payload_size: int | None) -> tuple[str | None, str]:
+    """(SHA-256 of the first ``payload_size`` bytes or None, SHA-256 of the whole file) in one read."""
+    payload, whole, done = hashlib.sha256(), hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            whole.update(chunk)
+            if payload_size is not None and done < payload_size:
+                payload.update(chunk[:payload_size - done])
+            done += len(chunk)
+    return (payload.hexdigest() if payload_size is not None else None), whole.hexdigest()
+
+
+UNVERIFIED_HINT = ("it carries no integrity record (no digest inside the file, no .sha256 beside it: a checkpoint of "
+                   "an older version whose side file was lost, or a damaged trailer), so it cannot be verified; to load it "
+                   "anyway pass --train.allow_unverified_checkpoints=true (sample.py, evals: --allow-unverified)")
+
+
+def verify_file(path: Path, allow_unverified: bool = False) -> None:
+    """Check the file against its embedded digest and its side file (each that exists); raise ``ValueError`` naming
+    the mismatch. A file with neither record raises too, unless ``allow_unverified``."""
     sums = checksum_path(path)
-    if verify and sums.exists():
+    recorded = None
+    if sums.exists():
         try:
-            expected = sums.read_text().split()[0]
+            recorded = sums.read_text().split()[0]
         except (OSError, IndexError) as err:
             raise ValueError(f"its checksum file {sums.name} is unreadable ({err or 'empty'})") from None
-        actual = file_sha256(path)
-        if actual != expected:
-            raise ValueError(f"checksum mismatch (sha256 {actual[:16]}..., {sums.name} says {expected[:16]}...): "
-                             f"the file changed after it was written")
+    embedded = _embedded_digest(path)
+    if embedded is None and recorded is None:
+        if allow_unverified:
+            return
+        raise ValueError(UNVERIFIED_HINT)
+    payload, whole = _digests(path, path.stat().st_size - _TRAILER_SIZE if embedded is not None else None)
+    if embedded is not None and payload != embedded:
+        raise ValueError(f"checksum mismatch (sha256 {payload[:16]}..., the digest inside the file says "
+                         f"{embedded[:16]}...): the file changed after it was written")
+    if recorded is not None and whole != recorded:
+        raise ValueError(f"checksum mismatch (sha256 {whole[:16]}..., {sums.name} says {recorded[:16]}...): "
+                         f"the file changed after it was written")
+
+
+def load(path: Path, step: int | None = None, verify: bool = True, allow_unverified: bool = False) -> dict:
+    """Load one checkpoint after checking its integrity records; raise ``ValueError`` saying what is wrong with it.
+
+    ``verify=False`` skips the checks (a file this process or rank 0 has just verified); ``allow_unverified``
+    loads a checkpoint that has no record at all instead of refusing it."""
+    if verify:
+        verify_file(path, allow_unverified)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file is treated the same way
@@ -197,12 +259,12 @@ class Scan:
         return self.path is not None or bool(self.unreadable)
 
 
-def scan(out_dir: str | Path) -> Scan:
+def scan(out_dir: str | Path, allow_unverified: bool = False) -> Scan:
     """Try the checkpoints newest first; stop at the first that verifies and loads."""
     result = Scan()
     for step, path in reversed(list_checkpoints(out_dir)):
         try:
-            result.state, result.path = load(path, step), path
+            result.state, result.path = load(path, step, allow_unverified=allow_unverified), path
             return result
         except (OSError, ValueError) as err:
             result.unreadable.append((path, str(err)))
@@ -224,7 +286,7 @@ def quarantine(path: Path) -> Path:
     return target
 
 
-def latest(out_dir: str | Path) -> tuple[dict, Path] | None:
+def latest(out_dir: str | Path, allow_unverified: bool = False) -> tuple[dict, Path] | None:
     """The newest checkpoint that verifies and loads completely, or None."""
-    found = scan(out_dir)
+    found = scan(out_dir, allow_unverified)
     return (found.state, found.path) if found.path is not None else None

@@ -36,8 +36,8 @@ from trainer.distributed import broadcast_object
 
 # Keys whose new value is simply used on resume; every other key changes the run.
 RESUMABLE = ("train.steps", "train.stop_after_step", "train.out_dir", "train.checkpoint_every",
-             "train.keep_checkpoints", "train.resume", "train.resume_changes", "train.eval_every",
-             "train.eval_tokens", "train.log_every", "train.device", "train.dtype", "train.compile", "train.tf32",
+             "train.keep_checkpoints", "train.resume", "train.resume_changes", "train.allow_unverified_checkpoints",
+             "train.eval_every", "train.eval_tokens", "train.log_every", "train.device", "train.dtype", "train.compile", "train.tf32",
              "train.micro_batch_size", "train.max_nonfinite_steps", "train.dist_timeout_s",
              "train.consistency_check_every", "train.parallel", "train.shard_degree",
              "train.fsdp_defer_grad_sync", "log.*", "data.check_tokens", "optim.backend",
@@ -77,7 +77,7 @@ def _set_aside(out_dir: Path, paths: list[Path]) -> Path:
     return archive
 
 
-def _decide(out_dir: Path, policy: str) -> tuple[str, str | None, dict | None]:
+def _decide(out_dir: Path, policy: str, allow_unverified: bool = False) -> tuple[str, str | None, dict | None]:
     """Rank 0's verdict: ("resume", path, state), ("fresh", None, None) or ("error", message, None)."""
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         policy = "auto"  # a restarted generation continues its own run; 'fresh'/'never' applied to the first
@@ -94,7 +94,7 @@ def _decide(out_dir: Path, policy: str) -> tuple[str, str | None, dict | None]:
             print(f"train.resume='fresh': starting from step 0; the {len(existing)} previous checkpoint(s) and "
                   f"metrics.jsonl were moved to {archive}", flush=True)
         return "fresh", None, None
-    found = checkpoint.scan(out_dir)
+    found = checkpoint.scan(out_dir, allow_unverified)
     if found.path is None and found.unreadable:
         reasons = "\n".join(f"  {path}: {why}" for path, why in found.unreadable)
         return "error", (f"{out_dir} holds checkpoints but none can be loaded:\n{reasons}\n"
@@ -200,7 +200,8 @@ def _record(out_dir: Path, step: int, path, changes: dict, policy: str) -> None:
 def restore(cfg, schema: type, dist, raw_model, optimizer, scheduler, train_loader, metrics) -> tuple[int, int]:
     """Resume from ``cfg.train.out_dir`` if it holds a checkpoint; return (step, skipped steps), (0, 0) if fresh."""
     out_dir = Path(cfg.train.out_dir)
-    verdict, where, loaded = _decide(out_dir, cfg.train.resume) if dist.is_main else (None, None, None)
+    verdict, where, loaded = (_decide(out_dir, cfg.train.resume, cfg.train.allow_unverified_checkpoints)
+                              if dist.is_main else (None, None, None))
     verdict, where = broadcast_object((verdict, where))
     if verdict == "error":
         raise ConfigError(where)
