@@ -34,6 +34,8 @@ from trainer.distributed import (ConsistencyError, DistInfo, broadcast_object, c
                                  peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
 from trainer.parallel_dims import ParallelDims
+from trainer.report import end_lines, start_line
+from trainer.resume import RunComplete
 from trainer.passes import evaluate
 from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
 from trainer.schedule import lr_multiplier
@@ -107,6 +109,8 @@ def train(cfg: Config, dist: DistInfo) -> None:
     peak = peak_flops(torch.cuda.get_device_name(dist.device)) if dist.device.type == "cuda" else None
     last_step = min(tcfg.steps, tcfg.stop_after_step or tcfg.steps)
     started, start_step = time.perf_counter(), state.step
+    if dist.is_main:
+        print(start_line(out_dir, start_step, last_step, tcfg.steps), flush=True)
     while state.step < last_step:
         values = train_step(state, regularizer, prefetch=state.step + 1 < last_step)
         step, dt = state.step, values["step_time_s"]
@@ -142,6 +146,9 @@ def train(cfg: Config, dist: DistInfo) -> None:
             state.save()
     if wandb is not None:
         wandb.finish()
+    if dist.is_main:
+        print("\n".join(end_lines(out_dir, state.step, tcfg.steps, tokens_per_step, time.perf_counter() - started,
+                                  state.step - start_step)), flush=True)
 
 
 def write_run_files(out_dir: Path, cfg: Config, dist: DistInfo) -> None:
@@ -167,6 +174,26 @@ def failure_line(err: Exception, cfg: Config) -> str | None:
     return None
 
 
+def before_process_group_failure(line: str, code: int) -> int:
+    """An error every rank meets alike before the process group exists (the config): rank 0 prints it once.
+
+    Under torchrun the other ranks exit 0 at once, and rank 0 writes the line to torchrun's error file
+    (TORCHELASTIC_ERROR_FILE), so the launcher's failure summary names this error as its root cause instead of a
+    link, and lists one failed rank; rank 0 waits a moment so the others have left before it fails.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    print(line, file=sys.stderr, flush=True)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        try:
+            Path(error_file).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))
+        except OSError:
+            pass
+        time.sleep(1.0)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(sys.argv[1:] if argv is None else argv)  # before any process group starts
@@ -176,23 +203,27 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"warning: {note}", file=sys.stderr)
         ParallelDims.from_config(cfg.train, world_size)  # a shard degree that does not divide stops every rank here
     except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+        return before_process_group_failure(f"config error: {err}", 2)
     try:
         dist = init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return before_process_group_failure(f"error: {err}", 1)
     clean = False
     try:
         with hold_run_dir(cfg.train.out_dir, dist.is_main):
             train(cfg, dist)
         clean = True
+    except RunComplete as done:  # every rank read the same checkpoint; nothing was changed
+        if dist.is_main:
+            print(str(done), file=sys.stderr if done.exit_code else sys.stdout, flush=True)
+        clean = True
+        return done.exit_code
     except Exception as err:  # noqa: BLE001 - known faults become one line, the rest keep their traceback
         line = failure_line(err, cfg)
         if line is None:
             raise
-        print(f"rank {dist.rank}: error: {line}", file=sys.stderr)
+        if dist.is_main or not isinstance(err, (ConfigError, RunDirError)):  # those two: the same on every rank
+            print(f"rank {dist.rank}: error: {line}", file=sys.stderr)
         return 1
     finally:
         shutdown(clean)

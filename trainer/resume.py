@@ -16,6 +16,11 @@ error listing each key as old -> new; ``apply`` applies them from the resumed st
 optimizer's parameter-group values and the schedule's base LRs are reset to the new config after the
 state is loaded, a new ``optim.name`` keeps the weights and restarts the optimizer state, and the data
 position is kept. Every resume with changes appends a line to ``<out_dir>/config_changes.jsonl``.
+
+A finished run (its checkpoint already at ``train.steps``, or at ``train.stop_after_step``) is not resumed:
+:class:`RunComplete` says so and nothing in the run directory changes (no config.json, no config_changes.jsonl,
+no metrics). Its exit status is 0 for a plain re-run and 1 when the command asked for settings that differ from
+the checkpoint's (they were not applied: nothing ran).
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ RESUMABLE = ("train.steps", "train.stop_after_step", "train.out_dir", "train.che
              "train.fsdp_defer_grad_sync", "log.*", "data.check_tokens", "optim.backend",
              "train.sample_*", "train.hellaswag_every", "data.hellaswag")
 CHANGES_FILE = "config_changes.jsonl"
+
+
+class RunComplete(Exception):
+    """The run directory's checkpoint is already at the step this command would train to: nothing to do."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def rng_state() -> dict:
@@ -197,6 +210,26 @@ def _record(out_dir: Path, step: int, path, changes: dict, policy: str) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+def _refuse_finished(cfg, out_dir: Path, step: int, changes: dict) -> None:
+    """Raise RunComplete when the checkpoint at ``step`` already reached this command's last step."""
+    tcfg = cfg.train
+    if step < min(tcfg.steps, tcfg.stop_after_step or tcfg.steps):
+        return
+    changes = {k: v for k, v in changes.items() if k != "train.out_dir"}  # the same directory, spelled otherwise
+    if step == tcfg.steps:
+        message = f"{out_dir}: already complete at {step}/{tcfg.steps}; raise --train.steps or use a new --train.out_dir"
+    elif step > tcfg.steps:
+        message = (f"{out_dir}: already at step {step}, past train.steps={tcfg.steps}; raise --train.steps above "
+                   f"{step} or use a new --train.out_dir")
+    else:
+        message = (f"{out_dir}: already stopped at step {step} of {tcfg.steps} (train.stop_after_step="
+                   f"{tcfg.stop_after_step}); raise or drop --train.stop_after_step to continue")
+    if changes:
+        message += (f"\nnothing ran and nothing was changed, so these settings differing from the checkpoint's were "
+                    f"not applied:\n{_describe(changes)}")
+    raise RunComplete(message, 1 if changes else 0)
+
+
 def restore(cfg, schema: type, dist, raw_model, optimizer, scheduler, train_loader, metrics) -> tuple[int, int]:
     """Resume from ``cfg.train.out_dir`` if it holds a checkpoint; return (step, skipped steps), (0, 0) if fresh."""
     out_dir = Path(cfg.train.out_dir)
@@ -210,9 +243,10 @@ def restore(cfg, schema: type, dist, raw_model, optimizer, scheduler, train_load
         return 0, 0
     path = Path(where)
     state = loaded if loaded is not None else checkpoint.load(path, verify=False)  # rank 0 verified it
-    state = parallel.restore_tensors(path, state, raw_model, optimizer)  # fsdp checkpoints: read by DCP
     step = state["step"]
     changes = config_changes(state.get("config", to_dict(cfg)), to_dict(cfg), schema)
+    _refuse_finished(cfg, out_dir, step, changes)  # before anything is loaded, printed or recorded
+    state = parallel.restore_tensors(path, state, raw_model, optimizer)  # fsdp checkpoints: read by DCP
     run_changing = {k: v for k, v in changes.items() if not is_resumable(k)}
     if run_changing and cfg.train.resume_changes != "apply":
         raise ConfigError(f"{path} was saved with other settings that change the run:\n{_describe(run_changing)}\n"
