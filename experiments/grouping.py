@@ -38,11 +38,12 @@ def schema_defaults() -> dict[str, Any]:
 
 def describe(setting: dict[str, Any]) -> str:
     """`{"optim.name": "dgclip", "optim.lr": 0.3, "optim.delta": 0.0}` -> `dgclip, lr=0.3` (values at their
-    schema default are left out; the optimizer name comes first, without its key)."""
+    schema default, and unset ones (None: a key another run sets) are left out; the optimizer name comes first, without
+    its key)."""
     defaults = schema_defaults()
     parts = [str(setting["optim.name"])] if "optim.name" in setting else []
     parts += [f"{k.removeprefix('optim.')}={v}" for k, v in sorted(setting.items())
-              if k != "optim.name" and not (k in defaults and defaults[k] == v)]
+              if k != "optim.name" and v is not None and not (k in defaults and defaults[k] == v)]
     return ", ".join(parts)
 
 
@@ -59,6 +60,12 @@ class Group:
     label: str
     runs: list[Run]
     setting: dict[str, Any]  # the differing keys' values
+
+    @property
+    def legend(self) -> str:
+        """The plots' name of the group: the run's own name (as in the report's table), or the setting's label
+        and how many seeds it has."""
+        return self.runs[0].name if len(self.runs) == 1 else f"{self.label} ({len(self.runs)} seeds)"
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:

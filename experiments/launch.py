@@ -56,6 +56,20 @@ def is_complete(out_dir: str | Path, steps: int) -> bool:
     return any(r.get("step") == steps for r in read_records(out_dir / "metrics.jsonl"))
 
 
+def progress(out_dir: str | Path, steps: int) -> str:
+    """`step 120/200, train loss 5.612, val loss 5.701 (step 100)` from a run's metrics.jsonl so far."""
+    records = read_records(Path(out_dir) / "metrics.jsonl")
+    if not records:
+        return f"step 0/{steps}"
+    text = f"step {records[-1]['step']}/{steps}"
+    if isinstance(records[-1].get("train_loss"), (int, float)):
+        text += f", train loss {records[-1]['train_loss']:.3f}"
+    vals = [r for r in records if isinstance(r.get("val_loss"), (int, float))]
+    if vals:
+        text += f", val loss {vals[-1]['val_loss']:.3f} (step {vals[-1]['step']})"
+    return text
+
+
 def command(spec: RunSpec, config_path: str, nproc: int = 0) -> list[str]:
     """`python train_gpt.py ...`, or `torchrun --standalone --nproc_per_node=N train_gpt.py ...` when nproc > 0."""
     if nproc:
@@ -76,9 +90,11 @@ def child_env(jobs: int) -> dict:
 
 
 def run_all(specs: list[RunSpec], config_path: str, *, nproc: int = 0, jobs: int = 1,
-            dry_run: bool = False, log=print) -> list[RunResult]:
-    """Validate every spec first, then run the incomplete ones, `jobs` at a time. Output goes to
-    ``<out_dir>/launch.log``. A failed run does not stop the others; its status is "failed"."""
+            dry_run: bool = False, log=print, progress_every_s: float = 60.0) -> list[RunResult]:
+    """Validate every spec first, then run the incomplete ones, `jobs` at a time. Each run's output goes to
+    ``<out_dir>/launch.log`` (named when it starts); every ``progress_every_s`` a line per running run gives its
+    step and latest losses, and a finished run's line its final ones. A failed run does not stop the others; its
+    status is "failed"."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     names = [s.name for s in specs]
@@ -100,13 +116,14 @@ def run_all(specs: list[RunSpec], config_path: str, *, nproc: int = 0, jobs: int
         return [results.get(s.name, RunResult(s.name, "pending")) for s in specs]
 
     env = child_env(jobs)
+    last_report = time.perf_counter()
     running: list[tuple[RunSpec, subprocess.Popen, float, object]] = []
     while pending or running:
         while pending and len(running) < jobs:
             spec = pending.pop(0)
             spec.out_dir.mkdir(parents=True, exist_ok=True)
             logfile = open(spec.out_dir / "launch.log", "a")
-            log(f"[run] {spec.name} -> {spec.out_dir}")
+            log(f"[run] {spec.name} -> {spec.out_dir} (live log: {spec.out_dir / 'launch.log'})")
             proc = subprocess.Popen(command(spec, config_path, nproc), cwd=REPO_ROOT, env=env,
                                     stdout=logfile, stderr=subprocess.STDOUT)
             running.append((spec, proc, time.perf_counter(), logfile))
@@ -123,6 +140,11 @@ def run_all(specs: list[RunSpec], config_path: str, *, nproc: int = 0, jobs: int
             else:  # a clean exit before the last step is train.stop_after_step: resumed by the next invocation
                 status = "ok" if is_complete(spec.out_dir, steps[spec.name]) else "stopped"
             results[spec.name] = RunResult(spec.name, status, proc.returncode, seconds)
-            log(f"[{status}] {spec.name} in {seconds:.0f}s (exit {proc.returncode})"
+            log(f"[{status}] {spec.name} in {seconds:.0f}s (exit {proc.returncode}): "
+                f"{progress(spec.out_dir, steps[spec.name])}"
                 + (f"; see {spec.out_dir / 'launch.log'}" if status == "failed" else ""))
+        if running and time.perf_counter() - last_report >= progress_every_s:
+            last_report = time.perf_counter()
+            for spec, *_ in running:
+                log(f"[..] {spec.name}: {progress(spec.out_dir, steps[spec.name])}")
     return [results[s.name] for s in specs]

@@ -39,7 +39,8 @@ def _colors(groups: Sequence[Group]) -> dict[str, str]:
 
 
 def _loss_ylim(curves: list[list[float]]) -> Optional[tuple[float, float]]:
-    """Leave out the first 10% of each curve (the fall from ln(vocab)), so the differences late in training show."""
+    """Leave out the first 10% of each curve (the fall from ln(vocab)), so the differences late in training show;
+    the raw train-loss curves are among ``curves``, so their noise stays inside the frame."""
     tails = [v for c in curves for v in c[len(c) // 10:]]
     if not tails:
         return None
@@ -52,22 +53,29 @@ def plot_losses(groups: Sequence[Group], x: str, path: Path, beta: float) -> Pat
     """Train loss (smoothed, raw faint) and val loss against `x` ("step", "tokens" or "elapsed_s")."""
     colors = _colors(groups)
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 4.8))
-    smoothed_curves, val_curves = [], []
+    train_curves, val_curves, lone = [], [], 0
     for group in groups:
         for i, run in enumerate(group.runs):
-            label = group.label if i == 0 else None
+            label = group.legend if i == 0 else None
             xs, ys = run.series("train_loss", x)
             if xs:
                 smooth = ema(ys, beta)
-                ax_train.plot(xs, ys, color=colors[group.label], alpha=0.25, linewidth=0.8)
+                ax_train.plot(xs, ys, color=colors[group.label], alpha=0.35, linewidth=0.8)
                 ax_train.plot(xs, smooth, color=colors[group.label], linewidth=1.8, label=label)
-                smoothed_curves.append(smooth)
+                train_curves += [ys, smooth]
             xs, ys = run.series("val_loss", x)
             if xs:
-                ax_val.plot(xs, ys, "o-", color=colors[group.label], markersize=3.5, linewidth=1.5, label=label)
+                ax_val.plot(xs, ys, "o-", color=colors[group.label], markersize=3.5 if len(xs) > 1 else 7,
+                            linewidth=1.5, label=label)
                 val_curves.append(ys)
-    for ax, title, curves in ((ax_train, f"train loss (EMA {beta:g}; raw faint)", smoothed_curves),
-                              (ax_val, "validation loss", val_curves)):
+                if len(xs) == 1:  # evaluated only at its end: a dot, so its value is written beside it
+                    lone += 1
+                    ax_val.annotate(f"{ys[0]:.3f}", (xs[0], ys[0]), textcoords="offset points", xytext=(6, 4),
+                                    fontsize=8, color=colors[group.label])
+    val_title = "validation loss" + ("\n(runs evaluated only at their end are one dot: --train.eval_every=N draws a "
+                                     "curve)" if lone else "")
+    for ax, title, curves in ((ax_train, f"train loss (EMA {beta:.3g}; raw faint)", train_curves),
+                              (ax_val, val_title, val_curves)):
         ax.set_xlabel(X_AXES[x])
         ax.set_ylabel("cross-entropy (nats/token)")
         ax.set_title(title)
@@ -89,7 +97,7 @@ def plot_grad_norm_and_clip(groups: Sequence[Group], path: Path, beta: float) ->
     ax_norm = axes[0][0]
     for group in groups:
         for i, run in enumerate(group.runs):
-            label = group.label if i == 0 else None
+            label = group.legend if i == 0 else None
             xs, ys = run.series("grad_norm")
             positive = [(a, b) for a, b in zip(xs, ys) if b > 0]
             if positive:
@@ -126,7 +134,7 @@ def plot_hellaswag(groups: Sequence[Group], path: Path) -> Path:
                 xs, ys = run.series(key)
                 if xs:
                     ax.plot(xs, ys, style, color=colors[group.label], markersize=3.5, linewidth=1.3,
-                            label=f"{group.label} ({key.removeprefix('hellaswag_')})" if i == 0 else None)
+                            label=f"{group.legend} ({key.removeprefix('hellaswag_')})" if i == 0 else None)
     ax.axhline(0.25, color="grey", linestyle=":", linewidth=1, label="chance (4 endings)")
     ax.set_xlabel(X_AXES["step"])
     ax.set_ylabel("accuracy")

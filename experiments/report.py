@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from .grouping import Group, SweepAxis, describe, group_runs, sweep_axis
 from .runfiles import Run
-from .stats import Summary, default_target, mean_std, summarize
+from .stats import Summary, default_target, mean_std, smoothing_for, summarize
 
 
 def _fmt(value, spec: str = ".3f") -> str:
@@ -24,6 +24,10 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 def _setting(group: Group) -> str:
     return describe({k: v for k, v in group.setting.items() if k != "optim.name"}) or "–"
+
+
+def _lowered(asked: float, used: float) -> str:
+    return "" if used == asked else f", lowered from {asked:g} so it spans at most a tenth of the shortest run"
 
 
 def run_table(groups: Sequence[Group], rows: dict[str, Summary]) -> list[str]:
@@ -78,6 +82,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, target_loss
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
+    asked, smooth = smooth, smoothing_for(smooth, [len(r.series("train_loss")[0]) for r in runs])
     target = target_loss if target_loss is not None else default_target(runs, smooth)
     rows = {r.name: summarize(r, smooth, target) for r in runs}
     axis = sweep_axis(groups, sweep_key)
@@ -96,7 +101,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, target_loss
     md.append("")
     target_note = "given" if target_loss is not None else "default: the highest final val loss of the runs"
     md.append(f"Steps to target loss {_fmt(target)} ({target_note}): the first evaluation step whose val loss is "
-              f"<= target, and the first step whose smoothed train loss (EMA {smooth:g}) is. Final train (EMA) is "
+              f"<= target, and the first step whose smoothed train loss (EMA {smooth:.3g}{_lowered(asked, smooth)}) is. Final train (EMA) is "
               f"that smoothed loss at the last step; tokens/s and step time are medians over steps.")
     md += ["", *run_table(groups, rows), ""]
     if any(len(g.runs) > 1 for g in groups):

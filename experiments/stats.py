@@ -21,6 +21,16 @@ def ema(values: Sequence[float], beta: float) -> list[float]:
     return out
 
 
+def smoothing_for(beta: float, lengths: Sequence[int]) -> float:
+    """The EMA factor for curves of these lengths: ``beta``, lowered where needed so that the EMA's time constant
+    1/(1 - beta) is at most a tenth of the shortest curve (0.667 for 30 steps; 0.9 from 100 steps on), so a short
+    run's smoothed loss does not lag far behind it."""
+    shortest = min((n for n in lengths if n), default=0)
+    if not shortest:
+        return beta
+    return min(beta, max(0.0, 1.0 - 10.0 / shortest))
+
+
 def steps_to_target(steps: Sequence[float], values: Sequence[float], target: float) -> Optional[int]:
     """First step whose value is <= target (None if it never gets there)."""
     for step, value in zip(steps, values):

@@ -101,3 +101,27 @@ def test_bad_jobs_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         compare.main(["--config", "configs/tiny.toml", "--optims", "adamw", "--jobs", "0"])
     assert exit_info.value.code == 2 and "--jobs must be >= 1" in capsys.readouterr().err
+
+
+def test_run_all_names_the_live_log_and_reports_progress_and_the_result(tmp_path, monkeypatch):
+    """compare's console: where each run's output goes, its step and losses while it runs and when it ends."""
+    import sys
+
+    from experiments import launch
+    script = ("import json, sys, time, pathlib; out = pathlib.Path(sys.argv[1]); print('training', flush=True)\n"
+              "for s in (1, 2):\n"
+              "    with open(out / 'metrics.jsonl', 'a') as f:\n"
+              "        f.write(json.dumps({'step': s, 'train_loss': 7.0 - s, **({'val_loss': 6.5} if s == 2 else {})})"
+              " + '\\n')\n"
+              "    time.sleep(0.6)\n")
+    monkeypatch.setattr(launch, "command", lambda spec, config, nproc=0: [sys.executable, "-c", script,
+                                                                         str(spec.out_dir)])
+    lines = []
+    spec = RunSpec("a", tmp_path / "a", ["--train.steps=4"])
+    [result] = run_all([spec], "configs/tiny.toml", log=lines.append, progress_every_s=0.3)
+    assert result.status == "stopped"  # exit 0 before the final checkpoint
+    assert lines[0] == f"[run] a -> {tmp_path / 'a'} (live log: {tmp_path / 'a' / 'launch.log'})"
+    assert any(line.startswith("[..] a: step ") for line in lines[1:-1])
+    assert lines[-1].startswith("[stopped] a in ") and lines[-1].endswith(
+        "(exit 0): step 2/4, train loss 5.000, val loss 6.500 (step 2)")
+    assert (tmp_path / "a" / "launch.log").read_text() == "training\n"

@@ -1,6 +1,8 @@
 """Seeds grouped into settings, sweep-axis detection, and the report files on synthetic runs (no training)."""
 from __future__ import annotations
 
+import pytest
+
 from experiments.grouping import differing_keys, group_runs, sweep_axis
 from experiments.report import main as report_main, write_report
 from experiments.runfiles import Run
@@ -71,3 +73,33 @@ def test_labels_leave_out_schema_defaults_and_put_the_optimizer_first():
 
     assert describe({"optim.delta": 0.0, "optim.lr": 0.3, "optim.name": "dgclip"}) == "dgclip, lr=0.3"
     assert describe({"optim.gr.enabled": True, "optim.gr.warmup": "none"}) == "gr.enabled=True"
+
+
+def test_mixed_reports_leave_unset_keys_out_of_the_setting_and_legends_use_run_names(tmp_path):
+    from experiments.grouping import describe
+    assert describe({"optim.name": "adamw", "optim.momentum": None, "data.hellaswag": None}) == "adamw"
+    runs = _load(write_run(tmp_path / "adamw-s0", seed=0), write_run(tmp_path / "adamw-s1", seed=1),
+                 write_run(tmp_path / "sgd-s0", optim="sgd", lr=0.05, seed=0, extra_optim={"momentum": 0.9}))
+    groups = group_runs(runs)
+    assert [g.legend for g in groups] == ["adamw (2 seeds)", "sgd-s0"]  # a lone run: its name, as in the table
+    text = write_report([r.path for r in runs], tmp_path / "report").read_text()
+    assert "| adamw-s0 | adamw | – |" in text and "| sgd-s0 | sgd | lr=0.05, momentum=0.9 |" in text
+    assert "None" not in text
+
+
+def test_loss_plot_frames_the_raw_curve_and_labels_a_lone_final_evaluation(tmp_path, monkeypatch):
+    """The y-range holds the raw (noisy) train loss, not only its EMA; a run evaluated only at its end is one
+    dot with its value written beside it and a hint for a curve."""
+    from experiments import plots
+    from experiments.stats import smoothing_for
+    assert smoothing_for(0.9, [30, 200]) == pytest.approx(2 / 3) and smoothing_for(0.9, [100, 200]) == 0.9
+    noisy = [6.0 + (0.8 if s % 2 else -0.8) for s in range(30)]
+    run = Run.load(write_run(tmp_path / "noisy", steps=30, losses=noisy, val_every=100))
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    plots.plot_losses(group_runs([run]), "step", tmp_path / "x.png", smoothing_for(0.9, [30]))
+    ax_train, ax_val = figures[0].axes
+    low, high = ax_train.get_ylim()
+    assert low <= 5.2 and high >= 6.8
+    assert "only at their end" in ax_val.get_title() and [t.get_text() for t in ax_val.texts] == ["6.900"]
+    assert ax_train.get_legend().get_texts()[0].get_text() == "noisy"
