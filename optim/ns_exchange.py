@@ -1,8 +1,8 @@
 """Newton-Schulz split across data-parallel ranks (DDP), executed from an optim.ns_plan plan.
 
-Every rank holds the same (all-reduced) matrices. For each bucket of the plan (the matrices of one shape) a rank
+Every rank holds the same (all-reduced) matrices. For each bucket of the plan (the matrices of one wide shape) a rank
 
-1. orthogonalizes the matrices it owns whole, as one batch (``run``);
+1. orthogonalizes the matrices it owns whole, one batch per shape (``run``);
 2. computes its column block of each matrix split over a team of ranks (:func:`newton_schulz5_team`: one m x m
    fp32 all-reduce over the team per iteration);
 3. writes those results, flattened, into one buffer in the wire dtype, padded to the bucket's longest contribution,
@@ -74,17 +74,21 @@ def orthogonalize_planned(matrices: list[torch.Tensor], run: Callable[[torch.Ten
     for bucket in plan.buckets:
         mine = bucket.blocks[rank]
         buf = torch.zeros(bucket.padded, dtype=wire, device=device)
-        at = 0
-        whole = [b.matrix for b in mine if b.whole]
-        if whole:
-            result = run(torch.stack([matrices[i] for i in whole])).to(wire)
-            buf[:result.numel()] = result.reshape(-1)
-            at = result.numel()
+        offsets, at = {}, 0
+        for b in mine:  # where each result goes in this rank's buffer (the plan's order)
+            offsets[b.matrix] = at
+            at += bucket.shape[0] * (b.hi - b.lo)
+        by_shape: dict[tuple, list[int]] = {}  # whole matrices, batched by their own shape (tall ones stay tall)
+        for b in (b for b in mine if b.whole):
+            by_shape.setdefault(plan.shapes[b.matrix], []).append(b.matrix)
+        for idx in by_shape.values():
+            result = run(torch.stack([matrices[i] for i in idx])).to(wire)
+            for j, i in enumerate(idx):
+                buf[offsets[i]:offsets[i] + result[j].numel()] = result[j].reshape(-1)
         for b in (b for b in mine if not b.whole):
             part = newton_schulz5_team(_wide_block(matrices[b.matrix], b.lo, b.hi), steps, ns_dtype,
                                        _team_group(b.team, process_group))
-            buf[at:at + part.numel()] = part.reshape(-1).to(wire)
-            at += part.numel()
+            buf[offsets[b.matrix]:offsets[b.matrix] + part.numel()] = part.reshape(-1).to(wire)
         gathered = torch.empty(world * bucket.padded, dtype=wire, device=device)
         work = dist.all_gather_into_tensor(gathered, buf, group=process_group, async_op=True)
         pending.append((work, gathered, bucket))
@@ -92,19 +96,19 @@ def orthogonalize_planned(matrices: list[torch.Tensor], run: Callable[[torch.Ten
     for work, gathered, bucket in pending:
         work.wait()
         slots = gathered.view(world, bucket.padded)
-        shape = bucket.shape
-        m, _ = wide(shape)
+        m, _ = bucket.shape
         cols: dict[int, list[tuple[int, torch.Tensor]]] = {}
         for r, blocks in enumerate(bucket.blocks):
             at = 0
             for b in blocks:
                 n = m * (b.hi - b.lo)
                 if b.whole:
-                    out[b.matrix] = slots[r, at:at + n].view(shape).to(matrices[b.matrix].dtype)
+                    out[b.matrix] = slots[r, at:at + n].view(plan.shapes[b.matrix]).to(matrices[b.matrix].dtype)
                 else:
                     cols.setdefault(b.matrix, []).append((b.lo, slots[r, at:at + n].view(m, b.hi - b.lo)))
                 at += n
         for i, parts in cols.items():
             w = torch.cat([p for _, p in sorted(parts, key=lambda x: x[0])], dim=1)
-            out[i] = (w.mT if shape[0] > shape[1] else w).to(matrices[i].dtype).contiguous()
+            tall = plan.shapes[i][0] > plan.shapes[i][1]
+            out[i] = (w.mT if tall else w).to(matrices[i].dtype).contiguous()
     return out  # type: ignore[return-value]

@@ -19,7 +19,9 @@ per-item caps is kept: the one with the fewest team slots among those within ``a
 busiest. The model counts flops only: a team's m x m all-reduce per
 iteration is not weighed against them.
 
-The exchange plan of a bucket (the matrices of one shape, in first-appearance order) lists what each rank produces:
+The exchange plan of a bucket (the matrices of one wide shape, in first-appearance order: an MLP's up and down
+matrices, 4d x d and d x 4d, share one, so a bucket has enough matrices to go round the ranks) lists what each
+rank produces:
 its whole matrices, then its column blocks of team matrices, flattened in that order into one buffer; buffers are
 padded to the bucket's longest so one all-gather per bucket exchanges every result (optim/ns_exchange.py).
 """
@@ -74,8 +76,9 @@ class Block:
 
 @dataclass(frozen=True)
 class Bucket:
-    """The matrices of one shape and what each rank contributes to the bucket's exchange buffer."""
-    shape: tuple[int, int]
+    """The matrices of one wide shape (m x n and n x m together) and what each rank contributes to the bucket's
+    exchange buffer."""
+    shape: tuple[int, int]  # (m, n), m <= n
     matrices: tuple[int, ...]
     blocks: tuple[tuple[Block, ...], ...]  # per rank: whole matrices (index order), then team blocks (index order)
 
@@ -123,7 +126,7 @@ def _lpt(shapes, ks: list[int], world: int):
     heaps: dict[tuple, list] = {}  # per bucket: (items of the bucket held, load, rank), refreshed lazily
     teams: list[tuple[int, ...]] = [()] * len(shapes)
     for i in sorted(range(len(shapes)), key=lambda i: (-cost[i], i)):
-        heap = heaps.setdefault((shapes[i], ks[i]), [(0, 0, r) for r in range(world)])
+        heap = heaps.setdefault((wide(shapes[i]), ks[i]), [(0, 0, r) for r in range(world)])
         picked = []
         while len(picked) < ks[i]:  # loads only grow: an entry with a stale load is re-pushed, not taken
             held, load, r = heapq.heappop(heap)
@@ -142,7 +145,7 @@ def _lpt(shapes, ks: list[int], world: int):
 def _buckets(shapes, teams, world: int) -> tuple[Bucket, ...]:
     order: dict[tuple, list[int]] = {}
     for i, s in enumerate(shapes):
-        order.setdefault(s, []).append(i)
+        order.setdefault(wide(s), []).append(i)
     out = []
     for shape, idx in order.items():
         whole: list[list[Block]] = [[] for _ in range(world)]

@@ -14,12 +14,13 @@ import torch.distributed as dist
 import optim
 from model import GPT, ModelConfig
 from optim.config import OptimConfig
-from trainer.parallel import apply_fsdp, no_sync, wrap_model
+from trainer.parallel import accumulating, apply_fsdp, wrap_model
 from trainer.parallel_dims import ParallelDims
 from trainer.scale import step_bytes
 
 MODEL = dict(n_layer=2, n_head=2, n_embd=24, vocab_size=67, block_size=8, norm="rmsnorm", pos_emb="rope",
              mlp="relu2", qk_norm=True, bias=False)
+CASES = (("ddp", 1, False), ("ddp", 4, False), ("fsdp", 1, False), ("fsdp", 4, False), ("fsdp", 4, True))
 TINY = 64  # scalar all-reduces (loss, norm, dual norm, flags) are left out of the accounting
 
 
@@ -73,7 +74,7 @@ def counting(rank: int, world: int, counts: dict):
     return ddp_hook
 
 
-def one_step(mode: str, accum: int, rank: int, world: int) -> dict:
+def one_step(mode: str, accum: int, defer: bool, rank: int, world: int) -> dict:
     torch.manual_seed(0)
     model = GPT(ModelConfig(**MODEL))
     shapes_model = copy.deepcopy(model)
@@ -88,22 +89,22 @@ def one_step(mode: str, accum: int, rank: int, world: int) -> dict:
     opt = optim.build(model, OptimConfig(name="unconstrained_clipped_scion", lr=1e-3, rho=1e4))
     for i in range(accum):
         x = torch.randint(0, MODEL["vocab_size"], (2, MODEL["block_size"]))
-        ctx = no_sync(wrapped) if i < accum - 1 else torch.enable_grad()
+        ctx = accumulating(wrapped, defer_grad_sync=defer) if i < accum - 1 else torch.enable_grad()
         with ctx:
             wrapped(x, x)[1].backward()
     opt.step()
     formula = step_bytes(shapes_model, world, mode=mode, optimizer="unconstrained_clipped_scion", accum=accum,
-                         param_bytes=4, reduce_bytes=4, ns_bytes=2, rank=rank)
+                         defer_grad_sync=defer, param_bytes=4, reduce_bytes=4, ns_bytes=2, rank=rank)
     if "all_to_all (to owners)" in formula:
         formula["all_to_all"] = formula.pop("all_to_all (to owners)") + formula.pop("all_to_all (from owners)")
-    return {"mode": mode, "accum": accum, "rank": rank, "world": world,
+    return {"mode": mode, "accum": accum, "defer": defer, "rank": rank, "world": world,
             "measured": {k: round(v) for k, v in counts.items()}, "formula": formula}
 
 
 def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    rows = [one_step(mode, accum, rank, world) for mode, accum in (("ddp", 1), ("fsdp", 1), ("fsdp", 2))]
+    rows = [one_step(mode, accum, defer, rank, world) for mode, accum, defer in CASES]
     (Path(sys.argv[1]) / f"rank{rank}.json").write_text(json.dumps(rows))
     dist.barrier()
     dist.destroy_process_group()

@@ -1,6 +1,7 @@
 """Communication accounting (gloo, 2 and 4 ranks): the bytes each rank receives per step, per collective, counted at
 the collectives of a real step (DDP comm hook, FSDP2's all-gather / reduce-scatter, the optimizer's broadcasts and
-all-to-alls), equal trainer.scale.step_bytes's formula for ddp and fsdp, with and without gradient accumulation."""
+all-to-alls), equal trainer.scale.step_bytes's formula for ddp and fsdp at accumulation 1 and 4 (fsdp: reduce-scatter
+per micro-batch, the default, and train.fsdp_defer_grad_sync)."""
 from __future__ import annotations
 
 import json
@@ -21,12 +22,15 @@ def test_bytes_per_step_match_the_formula(tmp_path, nproc):
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
     rows = [row for r in range(nproc) for row in json.loads((tmp_path / f"rank{r}.json").read_text())]
-    assert len(rows) == 3 * nproc
+    assert len(rows) == 5 * nproc
     for row in rows:
         assert row["measured"] == row["formula"], row
         assert all(v > 0 for v in row["measured"].values()), row
-    by_mode = {(row["mode"], row["accum"]): row["formula"] for row in rows if row["rank"] == 0}
-    # accumulation repeats the all-gathers, never the reduce-scatter
-    one, two = by_mode[("fsdp", 1)], by_mode[("fsdp", 2)]
-    assert two["all_gather (parameters)"] == 2 * one["all_gather (parameters)"]
-    assert two["reduce_scatter (gradients)"] == one["reduce_scatter (gradients)"]
+    by_case = {(row["mode"], row["accum"], row["defer"]): row["formula"] for row in rows if row["rank"] == 0}
+    assert by_case[("ddp", 4, False)] == by_case[("ddp", 1, False)]  # one all-reduce per step (no_sync before)
+    one, each, deferred = by_case[("fsdp", 1, False)], by_case[("fsdp", 4, False)], by_case[("fsdp", 4, True)]
+    for case in (each, deferred):  # accumulation repeats the all-gathers ...
+        assert case["all_gather (parameters)"] == 4 * one["all_gather (parameters)"]
+    # ... and, by default, the reduce-scatter (sharded gradients); deferred sync reduce-scatters once
+    assert each["reduce_scatter (gradients)"] == 4 * one["reduce_scatter (gradients)"]
+    assert deferred["reduce_scatter (gradients)"] == one["reduce_scatter (gradients)"]
