@@ -38,7 +38,7 @@ def newton_schulz5_team(block: torch.Tensor, steps: int, dtype: torch.dtype, gro
     """This rank's columns of newton_schulz5 of a wide m x n matrix whose column blocks the team's ranks hold.
 
     X_0 = X / (||X||_F + 1e-7) with the squared norm summed over the team; per iteration A = sum_j X_j X_j^T
-    (all-reduced in fp32, then cast to ``dtype``) and X_j <- a X_j + b A X_j + c A (A X_j), which equals
+    (all-reduced in fp32, then cast to ``dtype``) and X_j <- a X_j + b A X_j + (c A)(A X_j), which equals
     a X + (b A + c A^2) X restricted to the block (the quintic of newton_schulz5, without forming A^2).
     Returns the block in ``dtype``.
     """
@@ -52,7 +52,7 @@ def newton_schulz5_team(block: torch.Tensor, steps: int, dtype: torch.dtype, gro
         dist.all_reduce(A, group=group)
         A = A.to(dtype)
         AX = A @ X
-        X = a * X + b * AX + c * (A @ AX)
+        X = a * X + b * AX + (c * A) @ AX
     return X
 
 
