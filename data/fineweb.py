@@ -6,7 +6,9 @@
 
 Writes ``<prefix>_val_000000.bin`` (the first ``--val-tokens`` tokens) and
 ``<prefix>_train_000001.bin``, ... in the llm.c / modded-nanogpt format, plus ``manifest.json``
-and ``progress.json``. Re-running the same command after an interruption resumes exactly.
+and ``progress.json``. Re-running the same command after an interruption resumes exactly; a directory prepared
+with other options is refused, or rebuilt with ``--overwrite``. A source smaller than the validation shard is
+refused (no train shard), naming a ``--val-tokens`` that fits.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tokens of the validation shard (the first shard)")
     output.add_argument("--max-tokens", type=parse_count, default=None,
                         help="stop after this many tokens in all (a small slice)")
+    output.add_argument("--overwrite", action="store_true",
+                        help="if --out was prepared by this tool with other options, delete its shards, manifest and "
+                             "progress and prepare them anew (without it: an error listing the options that differ)")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                      help="tokenizer worker processes (0: tokenize in the main process; default: the CPU "
@@ -106,7 +111,7 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        summary = prepare(config_from_args(args))
+        summary = prepare(config_from_args(args), rebuild_on_mismatch=args.overwrite)
     except PrepareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

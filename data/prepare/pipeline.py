@@ -60,6 +60,10 @@ class PrepareConfig:
             raise PrepareError(f"val_tokens must be in 1..{shards.MAX_SHARD_TOKENS}, got {self.val_tokens}")
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise PrepareError(f"max_tokens must be > 0, got {self.max_tokens}")
+        if self.max_tokens is not None and self.max_tokens <= self.val_tokens:
+            raise PrepareError(f"--max-tokens ({self.max_tokens:,}) is not above --val-tokens ({self.val_tokens:,}): "
+                               f"every token would go to the validation shard and none to training; pass a smaller "
+                               f"--val-tokens, e.g. --val-tokens {max(1, self.max_tokens // 10)}")
         if self.workers < 0:
             raise PrepareError(f"workers must be >= 0, got {self.workers}")
         if self.batch_documents <= 0:
@@ -269,9 +273,14 @@ def _prepare_locked(config: PrepareConfig, out_dir: Path, rebuild_on_mismatch: b
         summary.shards[split] = sum(1 for s in progress.shards if s.split == split)
         summary.tokens[split] = progress.tokens(split)
     summary.documents = progress.documents_done
-    if summary.tokens["val"] < config.val_tokens:
-        summary.warnings.append(
-            f"the run ended inside the validation shard ({summary.tokens['val']} of {config.val_tokens} tokens)"
+    if not summary.shards["train"]:  # a corpus smaller than the validation shard: nothing to train on
+        remove_prepared_files(out_dir)
+        total = summary.tokens["val"]
+        raise PrepareError(
+            f"{config.source.source} gave {total:,} tokens in all, every one inside the validation shard "
+            f"(--val-tokens {config.val_tokens:,}), so no train shard could be written; the files are removed from "
+            f"{out_dir}. Re-run with a validation part smaller than the corpus, e.g. --val-tokens "
+            f"{max(1, total // 10)} (a tenth of it)"
         )
     return summary
 

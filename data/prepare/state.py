@@ -99,7 +99,7 @@ def check_manifest(out_dir: Path, wanted: dict) -> bool:
         details = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differing)
         raise OptionsMismatch(
             f"{out_dir} was prepared with other options ({details}); rerun with the same options to resume, "
-            "or choose another --out directory"
+            "choose another --out directory, or pass --overwrite to delete its shards and prepare them anew"
         )
     return True
 

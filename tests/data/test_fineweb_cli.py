@@ -132,3 +132,26 @@ def test_help_shows_defaults_only_where_they_mean_something():
     text = fineweb.build_parser().format_help()
     assert "default: True" not in text and "default: False" not in text and "default: None" not in text
     assert "(default: 256)" in text and "the CPU cores less one" in text
+
+
+def test_other_options_are_refused_naming_overwrite_which_rebuilds(tmp_path, jsonl_source, capsys):
+    out = str(tmp_path / "out")
+    assert fineweb.main(["--source", str(jsonl_source), "--out", out, *SMALL]) == 0
+    capsys.readouterr()
+    other = [*SMALL[:1], "2k", *SMALL[2:]]  # --shard-tokens 2k
+    assert fineweb.main(["--source", str(jsonl_source), "--out", out, *other]) == 2
+    err = capsys.readouterr().err
+    assert "shard_tokens: 3000 there, 2000 now" in err and "--overwrite" in err
+    assert fineweb.main(["--source", str(jsonl_source), "--out", out, *other, "--overwrite"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["prepare"]["shard_tokens"] == 2000
+
+
+def test_a_corpus_smaller_than_the_validation_shard_exits_2_with_the_hint(tmp_path, capsys):
+    source = tmp_path / "small.jsonl"
+    source.write_text(json.dumps({"text": "a few words of text"}) + "\n")
+    args = ["--source", str(source), "--out", str(tmp_path / "out"), "--workers", "0", "--no-progress"]
+    assert fineweb.main(args) == 2
+    err = capsys.readouterr().err
+    assert "no train shard could be written" in err and "--val-tokens 1 (a tenth of it)" in err
+    assert fineweb.main([*args, "--val-tokens", "1"]) == 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data import shards
-from data.prepare import PrepareConfig, SourceSpec, prepare
+from data.prepare import PrepareConfig, PrepareError, SourceSpec, prepare
 from data.prepare import pipeline
 from data.tokenizer import EOT
 
@@ -120,11 +120,15 @@ def test_max_tokens_prepares_a_prefix(tmp_path, jsonl_source, documents):
     assert summary.tokens == {"val": VAL, "train": SHARD + 123}
 
 
-def test_small_source_ends_inside_val_shard_with_warning(tmp_path):
-    source = write_jsonl(tmp_path / "tiny.jsonl", ["just a few words"])
-    summary = run(source, tmp_path / "out")
-    assert [name for name, _, _ in read_independently(tmp_path / "out")] == ["t_val_000000.bin"]
-    assert any("ended inside the validation shard" in w for w in summary.warnings)
+def test_small_source_leaving_no_train_shard_is_refused_with_a_val_tokens_hint(tmp_path):
+    source = write_jsonl(tmp_path / "tiny.jsonl", ["just a few words"])  # 5 tokens with the EOT
+    with pytest.raises(PrepareError, match=r"gave 5 tokens in all.*no train shard.*--val-tokens 1 \(a tenth"):
+        run(source, tmp_path / "out")
+    assert list((tmp_path / "out").glob("*.bin")) == [] and not (tmp_path / "out" / "manifest.json").exists()
+    summary = run(source, tmp_path / "out", val_tokens=1)  # the hint works as given
+    assert summary.shards == {"val": 1, "train": 1} and summary.tokens == {"val": 1, "train": 4}
+    with pytest.raises(PrepareError, match=r"--max-tokens \(100\) is not above --val-tokens \(1,000\)"):
+        run(source, tmp_path / "other", max_tokens=100, val_tokens=1000)  # refused before anything is read
 
 
 def test_rerun_of_a_finished_directory_changes_nothing(tmp_path, jsonl_source):

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def run(source, out, **options):
     spec_options = {k: options.pop(k) for k in ("text_column",) if k in options}
     config = PrepareConfig(source=SourceSpec(source=str(source), **spec_options), out_dir=out, prefix="t",
-                           shard_tokens=1000, val_tokens=500, workers=0, progress=False, **options)
+                           shard_tokens=1000, val_tokens=1, workers=0, progress=False, **options)
     return prepare(config)
 
 
