@@ -82,7 +82,7 @@ def build(cfg: Config, dist: DistInfo) -> tuple[TrainState, ValidationSet, optim
         optimizer.agree_across(torch.distributed.group.WORLD)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
         lr_multiplier, steps=tcfg.steps, warmup_steps=tcfg.warmup_steps, warmdown_frac=tcfg.warmdown_frac,
-        decay=tcfg.lr_decay, min_frac=tcfg.min_lr_frac))
+        warmdown_steps=tcfg.warmdown_steps, decay=tcfg.lr_decay, min_frac=tcfg.min_lr_frac))
     regularizer = optim.GradientRegularization(cfg.optim.gr, tcfg.steps)
     train_loader, val_set = build_data(cfg, dist)
     metrics = MetricsWriter(Path(tcfg.out_dir), enabled=dist.is_main)

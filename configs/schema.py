@@ -15,7 +15,7 @@ from configs.base import (ConfigError, Section, build_section, field, in_range, 
 from data.config import DataConfig
 from model.config import ModelConfig
 from optim.config import OptimConfig, split_optimizer_tables
-from trainer.schedule import fit_phases
+from trainer.schedule import fit_phases, warmdown_asked
 
 
 @dataclass
@@ -33,6 +33,9 @@ class TrainConfig(Section):
                                                           "proportion, warmup first; trainer/schedule.py)")
     warmdown_frac: float = field(0.0, check=in_range(0, 1), help="fraction of the run, at its end, over which the LR "
                                                                  "decays to min_lr_frac (at least 2 steps when > 0)")
+    warmdown_steps: Optional[int] = field(None, check=non_negative, help="the warmdown in steps instead of "
+                                                                         "train.warmdown_frac (which must then be 0), "
+                                                                         "e.g. the reference runs' 1450 of 5100")
     lr_decay: Literal["linear", "cosine"] = field("linear", help="shape of the warmdown")
     min_lr_frac: float = field(0.0, check=in_range(0, 1), help="LR at the end of the warmdown, as a fraction of the "
                                                                "base LR")
@@ -94,6 +97,10 @@ class TrainConfig(Section):
                                                                       "for time-boxed jobs")
 
     def check(self) -> None:
+        if self.warmdown_steps is not None and self.warmdown_frac:
+            raise ConfigError(f"train.warmdown_steps ({self.warmdown_steps}) and train.warmdown_frac "
+                              f"({self.warmdown_frac}) both set the warmdown: set one, e.g. --train.warmdown_frac=0 "
+                              f"to count it in steps or --train.warmdown_steps=none to keep the fraction")
         if self.consistency_check_every and self.parallel != "ddp":
             raise ConfigError(f"train.consistency_check_every compares the replicated parameters of the ranks; under "
                               f"train.parallel='{self.parallel}' each rank holds other shards, so there is nothing to "
@@ -112,11 +119,12 @@ class TrainConfig(Section):
         records it; one at or above a rank's share is that share, silently: no accumulation is needed); only a
         batch_size that is not a multiple of the world size is an error."""
         notes = []
-        warmup, warmdown = fit_phases(self.steps, self.warmup_steps, self.warmdown_frac)
-        asked = round(self.warmdown_frac * self.steps)
+        warmup, warmdown = fit_phases(self.steps, self.warmup_steps, self.warmdown_frac, self.warmdown_steps)
+        asked = warmdown_asked(self.steps, self.warmdown_frac, self.warmdown_steps)
         if (warmup, warmdown) != (self.warmup_steps, asked):
-            notes.append(f"train.warmup_steps ({self.warmup_steps}) and the warmdown (train.warmdown_frac "
-                         f"{self.warmdown_frac} x train.steps {self.steps} = {asked} steps) do not fit "
+            how = (f"train.warmdown_steps {asked}" if self.warmdown_steps is not None else
+                   f"train.warmdown_frac {self.warmdown_frac} x train.steps {self.steps} = {asked} steps")
+            notes.append(f"train.warmup_steps ({self.warmup_steps}) and the warmdown ({how}) do not fit "
                          f"train.steps ({self.steps}) as asked: warming up over {warmup} steps, then down over "
                          f"{warmdown} (the run is shared in proportion; a warmdown has at least 2 steps, since a "
                          f"1-step one keeps the peak LR)")

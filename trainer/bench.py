@@ -31,8 +31,8 @@ def run_one(config: str, optim_name: str, steps: int, micro_batch: int | None,
     with tempfile.TemporaryDirectory() as out:
         args = [sys.executable, str(REPO_ROOT / "train_gpt.py"), "--config", config, f"--optim.name={optim_name}",
                 "--data.dir=embedded", f"--train.steps={steps}", f"--train.out_dir={out}",
-                "--train.warmup_steps=0", "--train.warmdown_frac=0", "--train.eval_every=0",
-                "--train.checkpoint_every=0", "--train.log_every=50", "--train.eval_tokens=32768"]
+                "--train.warmup_steps=0", "--train.warmdown_frac=0", "--train.warmdown_steps=none",
+                "--train.eval_every=0", "--train.checkpoint_every=0", "--train.log_every=50", "--train.eval_tokens=32768"]
         if micro_batch:
             args += [f"--train.micro_batch_size={micro_batch}", f"--train.batch_size={micro_batch}"]
         proc = subprocess.run(args + extra, cwd=REPO_ROOT, capture_output=True, text=True)
