@@ -136,19 +136,41 @@ def train(cfg: Config, dist: DistInfo) -> None:
         if dist.is_main and (step % tcfg.log_every == 0 or "val_loss" in record or not finite):
             print(format_line(record, tcfg.steps), flush=True)
         if state.consecutive_skips >= tcfg.max_nonfinite_steps:
-            raise NonFiniteError(f"{state.consecutive_skips} consecutive steps had a non-finite loss or gradient "
-                                 f"(train.max_nonfinite_steps); stopping at step {step}. The last good "
-                                 f"checkpoint in {checkpoint.checkpoint_dir(out_dir)} is kept.")
+            raise NonFiniteError(nonfinite_stop(state.consecutive_skips, step, out_dir))
         if tcfg.consistency_check_every and step % tcfg.consistency_check_every == 0:
             check_consistency(state.parameters, step)
         due = (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0) or step == last_step
-        if due and finite:  # never checkpoint in the middle of a non-finite streak
+        if due and (finite or step == last_step):  # mid-run, never checkpoint inside a non-finite streak
             state.save()
+        if step == last_step and not finite and dist.is_main:
+            print(nonfinite_end(state.consecutive_skips, step, out_dir), file=sys.stderr, flush=True)
     if wandb is not None:
         wandb.finish()
     if dist.is_main:
         print("\n".join(end_lines(out_dir, state.step, tcfg.steps, tokens_per_step, time.perf_counter() - started,
                                   state.step - start_step)), flush=True)
+
+
+def nonfinite_stop(streak: int, step: int, out_dir: Path) -> str:
+    """The line of a run stopped by train.max_nonfinite_steps: what is kept, or that nothing is."""
+    kept = checkpoint.list_checkpoints(out_dir)
+    where = (f"the newest checkpoint {kept[-1][1]} (step {kept[-1][0]}) is kept; resume from it after lowering "
+             f"optim.lr or fixing the data" if kept else
+             "no checkpoint was written yet, so there is nothing to resume from; lower optim.lr or fix the data and "
+             "start again")
+    return (f"{streak} consecutive steps had a non-finite loss or gradient (train.max_nonfinite_steps); stopping at "
+            f"step {step}: {where}")
+
+
+def nonfinite_end(streak: int, step: int, out_dir: Path) -> str:
+    """The warning of a run whose last steps were skipped. Its final checkpoint is written anyway: a skipped step
+    changes neither the weights nor the optimizer state (the streak's count is saved with them), so the final
+    checkpoint holds exactly the weights of the last good step and a resume continues the streak's count."""
+    first = step - streak + 1
+    steps = f"step {step} was" if streak == 1 else f"the last {streak} steps ({first}-{step}) were"
+    return (f"warning: {steps} skipped for a non-finite loss or gradient; the final checkpoint "
+            f"{checkpoint.checkpoint_file(out_dir, step)} holds the weights of step {first - 1}, which the skipped "
+            f"steps did not change")
 
 
 def write_run_files(out_dir: Path, cfg: Config, dist: DistInfo) -> None:

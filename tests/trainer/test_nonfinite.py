@@ -46,7 +46,8 @@ def test_too_many_nonfinite_steps_stop_the_run(tmp_path, poisoned_forward, capsy
     code = train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={tmp_path}", "--train.steps=20",
                            "--train.checkpoint_every=2", "--train.max_nonfinite_steps=3"])
     assert code == 1
-    assert "3 consecutive steps had a non-finite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "3 consecutive steps had a non-finite" in err and "step_0000004.pt (step 4) is kept" in err
     state, path = checkpoint.latest(tmp_path)
     assert state["step"] == 4 and path.name == "step_0000004.pt"
 
@@ -59,3 +60,28 @@ def test_skipped_rows_carry_their_own_clip_factor(tmp_path, poisoned_forward):
     records = metrics(tmp_path)
     assert records[2].get("skipped") and records[2].get("clip_factor") is None
     assert all(0 < r["clip_factor"] <= 1 for i, r in enumerate(records) if i != 2)
+
+
+def test_a_run_ending_inside_a_streak_writes_its_final_checkpoint_and_says_so(tmp_path, poisoned_forward, capsys):
+    """Issue 20: NaN at the last steps must not leave an older newest checkpoint without a word. The skipped steps
+    changed nothing, so the final checkpoint holds the weights of the last good step, and a line says so."""
+    poisoned_forward["bad"] = {5, 6}
+    assert train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={tmp_path}", "--train.steps=6",
+                           "--train.checkpoint_every=4"]) == 0
+    err = capsys.readouterr().err
+    final = checkpoint.checkpoint_file(tmp_path, 6)
+    assert f"the last 2 steps (5-6) were skipped for a non-finite loss or gradient; the final checkpoint {final} " \
+           f"holds the weights of step 4" in err
+    state, path = checkpoint.latest(tmp_path)
+    assert path == final and state["step"] == 6 and state["skipped_steps"] == 2
+    good = checkpoint.load(checkpoint.checkpoint_file(tmp_path, 4), 4)
+    assert all(torch.equal(good["model"][k], v) for k, v in state["model"].items())
+
+
+def test_a_stop_before_any_checkpoint_does_not_claim_one_is_kept(tmp_path, poisoned_forward, capsys):
+    poisoned_forward["bad"] = set(range(1, 100))
+    code = train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={tmp_path}", "--train.steps=20",
+                           "--train.max_nonfinite_steps=3"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no checkpoint was written yet, so there is nothing to resume from" in err
+    assert "is kept" not in err and checkpoint.list_checkpoints(tmp_path) == []
