@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import re
 import statistics
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from configs.cli import add_results_arguments, refuse_existing_out, results_path, written_note
 from kernels.bench_cases import DTYPES, KERNEL_NAMES, MODELS, build_cases, make_tensors
 from kernels.chunk_table import override_tuning, tuning
 from kernels.dispatch import triton_interpreter_enabled
@@ -107,19 +109,25 @@ def run_set(model: str, dtype_name: str, device: torch.device, args) -> dict:
                 pass_bytes=ts.pass_bytes, copy_GBps=copy_gbps, results=rows)
 
 
+# (title, result key, format): a column is shown only where some row has a value (on CPU there are no CUDA-graph
+# times, and without Triton rows no speedups)
+COLUMNS = (("ms", "median_ms", "10.3f"), ("graph ms", "cuda_graph_median_ms", "10.3f"), ("GB/s", "GBps", "10.1f"),
+           ("%copy", "pct_of_copy", "8.1f"), ("x torch", "speedup_vs_torch", "9.2f"),
+           ("x compile", "speedup_vs_compile", "10.2f"))
+
+
 def format_table(run: dict) -> str:
     head = (f"{run['model']} {run['dtype']}: {run['num_tensors']} tensors, {run['num_elements'] / 1e6:.1f}M "
             f"elements, copy {run['copy_GBps'] or 0:.1f} GB/s")
-    lines = [head, f"{'kernel':22s}{'impl':9s}{'ms':>10s}{'graph ms':>10s}{'GB/s':>10s}{'%copy':>8s}"
-                   f"{'x torch':>9s}{'x compile':>10s}"]
+    shown = [c for c in COLUMNS if any(isinstance(r.get(c[1]), (int, float)) for r in run["results"])]
+    width = {key: int(spec.split(".")[0]) for _, key, spec in shown}
+    lines = [head, f"{'kernel':22s}{'impl':9s}" + "".join(f"{title:>{width[key]}s}" for title, key, _ in shown)]
 
     def f(v, spec):
         return format(v, spec) if isinstance(v, (int, float)) else "-".rjust(int(spec.split(".")[0]))
 
     for r in run["results"]:
-        lines.append(f"{r['kernel']:22s}{r['impl']:9s}{f(r['median_ms'], '10.3f')}"
-                     f"{f(r['cuda_graph_median_ms'], '10.3f')}{f(r['GBps'], '10.1f')}{f(r['pct_of_copy'], '8.1f')}"
-                     f"{f(r.get('speedup_vs_torch'), '9.2f')}{f(r.get('speedup_vs_compile'), '10.2f')}"
+        lines.append(f"{r['kernel']:22s}{r['impl']:9s}" + "".join(f(r.get(key), spec) for _, key, spec in shown)
                      + (f"  [{r['error']}]" if r["error"] else ""))
     return "\n".join(lines)
 
@@ -145,8 +153,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", nargs="+", choices=["triton", "torch", "compile"], default=default_backends,
                    help="implementations: triton kernels, torch eager foreach, torch.compile of the eager code")
     p.add_argument("--device", default="cuda" if cuda else "cpu")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default benchmarks/results/kernels-<device>.json)")
+    add_results_arguments(p, "benchmarks/results/kernels-<device>.json")
     p.add_argument("--warmup", type=int, default=3, help="CPU timer: untimed calls first")
     p.add_argument("--reps", type=int, default=10, help="CPU timer: timed calls (median reported)")
     p.add_argument("--threads", type=int, default=None,
@@ -157,7 +164,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    refuse_existing_out(args.out, args.overwrite)
     device = torch.device(args.device)
+    if device.type == "cpu":  # torch.compile's CPU path logs "No CUDA runtime is found" when a CUDA toolkit is installed
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if "triton" in args.backend and device.type == "cpu" and not triton_interpreter_enabled():
         raise SystemExit("--backend triton on CPU needs TRITON_INTERPRET=1 (set before Python starts)")
     if args.threads:
@@ -178,10 +188,11 @@ def main(argv=None) -> dict:
                 run = run_set(model, dtype_name, device, args)
                 print(format_table(run) + "\n", flush=True)
                 report["runs"].append(run)
-    out = args.out or REPO_ROOT / "benchmarks" / "results" / f"kernels-{slug(name)}.json"
+    default = REPO_ROOT / "benchmarks" / "results" / f"kernels-{slug(name)}.json"
+    out = results_path(args.out, default, args.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(written_note(out, default))
     return report
 
 

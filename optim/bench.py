@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from configs.cli import add_results_arguments, refuse_existing_out, results_path, written_note
+
 from .config import OptimConfig
 from .registry import REGISTRY
 
@@ -157,6 +159,17 @@ def run(size: str = "124m", steps: int = 20, warmup: int = 3, names: list[str] |
     }
 
 
+def header(size: str, device: str | None, ns_dtype: str, steps: int, warmup: int) -> str:
+    """What is timed and where, printed before the timings: size, device, threads, dtypes, steps."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"cpu ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads")
+    numel = sum(torch.Size(shape).numel() for _, shape in shapes_of(**SIZES[size]))
+    return (f"optim.bench: size {size} ({len(shapes_of(**SIZES[size]))} tensors, {numel / 1e6:.1f}M elements) on "
+            f"{where}; parameters, gradients and state float32, Newton-Schulz {ns_dtype}; median of {steps} steps "
+            f"after {warmup} warm-up")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="124m")
@@ -169,13 +182,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="*", default=None, help="optimizer names (default: all)")
     parser.add_argument("--compare", action="store_true", help="also time the delta-GClip + momentum step against "
                                                                "eager foreach, torch.compile and fused AdamW")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/optim-step-<dev>.json)")
+    add_results_arguments(parser, "benchmarks/results/optim-step-<device>-<size>.json")
     args = parser.parse_args(argv)
+    refuse_existing_out(args.out, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(header(args.size, args.device, args.ns_dtype, args.steps, args.warmup), flush=True)
     report = run(args.size, args.steps, args.warmup, args.only, args.device, args.ns_dtype, args.compare)
     tag = "cpu" if report["device"] == "cpu" else report["device_name"].lower().replace(" ", "-")
-    out = Path(args.out or f"benchmarks/results/optim-step-{tag}-{args.size}.json")
+    default = Path(f"benchmarks/results/optim-step-{tag}-{args.size}.json")
+    out = results_path(args.out, default, args.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     for name, entry in report["results"].items():
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("delta-GClip + momentum, whole step:")
         for name, ms in report["dgclip_comparison"]["step_ms"].items():
             print(f"  {name:<32} {ms:9.3f} ms  {report['dgclip_comparison']['vs_ours'][name]:6.2f}x ours")
-    print(f"wrote {out}")
+    print(written_note(out, default))
     return report
 
 

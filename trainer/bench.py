@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from configs.cli import add_results_arguments, refuse_existing_out, results_path, written_note
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30, help="leading steps left out of the timing")
     parser.add_argument("--micro-batch", type=int, default=None, help="sequences per step (default: the "
                                                                       "config's train.micro_batch_size)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train-<device>.json)")
+    add_results_arguments(parser, "benchmarks/results/train-<device>.json")
     args, extra = parser.parse_known_args(argv)
+    refuse_existing_out(args.out, args.overwrite)
 
     rows, info = [], None
     for name in args.optims.split(","):
@@ -80,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{mfu:>7} {row['step_time_vs_baseline']:>9.3f}x")
 
     device = re.sub(r"[^a-z0-9]+", "-", info["device_name"].lower()).strip("-")
-    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / f"train-{device}.json"
+    default = REPO_ROOT / "benchmarks" / "results" / f"train-{device}.json"
+    out = results_path(args.out, default, args.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": args.config, "steps": args.steps, "warmup_steps": args.warmup,
                                "overrides": extra, "run_info": info, "results": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(written_note(out, default))
     return 0
 
 

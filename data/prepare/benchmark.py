@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from configs.cli import add_results_arguments, refuse_existing_out, results_path, written_note
 from data.corpus import CORPUS_PATH
 
 from .pipeline import PrepareConfig, prepare
@@ -128,8 +129,9 @@ def main() -> None:
     parser.add_argument("--batch-docs", type=int, default=64)
     parser.add_argument("--node-cores", type=int, default=16, help="cores of the node to project to")
     parser.add_argument("--project-tokens", type=float, default=1e10, help="tokens to project (sample-10BT)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "tokenize-cpu.json")
+    add_results_arguments(parser, "benchmarks/results/tokenize-cpu.json")
     args = parser.parse_args()
+    refuse_existing_out(args.out, args.overwrite)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -182,9 +184,12 @@ def main() -> None:
         "scaling_pipeline_2_over_1_cpu_bound": 2 * worker_rate(pipeline[2]) / worker_rate(pipeline[1]),
         "projection_fineweb_sample_10bt": projection(pipeline, args.node_cores, args.project_tokens),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    default = RESULTS_DIR / "tokenize-cpu.json"
+    out = results_path(args.out, default, args.overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    print(written_note(out, default))
 
 
 if __name__ == "__main__":

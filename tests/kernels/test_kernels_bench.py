@@ -58,3 +58,17 @@ def test_bench_cli_on_gpu(tmp_path):
     for kernel in KERNEL_NAMES:
         assert rows[(kernel, "triton")]["error"] is None, rows[(kernel, "triton")]
         assert rows[(kernel, "triton")]["cuda_graph_median_ms"] > 0
+
+
+def test_table_shows_only_columns_with_values():
+    """On CPU without Triton rows there are no CUDA-graph times and no speedups: those columns are left out."""
+    from kernels.bench import format_table
+    row = dict(kernel="norm", impl="torch", median_ms=1.0, cuda_graph_median_ms=None, GBps=2.0, pct_of_copy=50.0,
+               error=None)
+    run = dict(model="tiny", dtype="fp32", num_tensors=3, num_elements=1e6, copy_GBps=4.0,
+               results=[row, dict(row, impl="compile")])
+    header = format_table(run).splitlines()[1]
+    assert "GB/s" in header and "%copy" in header
+    assert "graph ms" not in header and "x torch" not in header and "x compile" not in header
+    run["results"].append(dict(row, impl="triton", speedup_vs_torch=1.5, cuda_graph_median_ms=0.5))
+    assert "x torch" in format_table(run) and "graph ms" in format_table(run) and "x compile" not in format_table(run)

@@ -48,3 +48,31 @@ def test_foreach_baseline_is_the_same_update_as_ours():
                                       momentum=0.9)
     for (_, p), q in zip(named, params):
         torch.testing.assert_close(p.detach(), q)
+
+
+def test_benchmark_keeps_existing_results_prints_a_header_and_overwrites_only_when_asked(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """A run from a clean clone must not rewrite the committed results: the default name, if taken, becomes a
+    timestamped one (ignored by git); an explicit --out that exists needs --overwrite."""
+    import subprocess
+    from pathlib import Path
+    monkeypatch.chdir(tmp_path)
+    committed = tmp_path / "benchmarks" / "results" / "optim-step-cpu-small.json"
+    committed.parent.mkdir(parents=True)
+    committed.write_text("committed\n")
+    args = ["--size", "small", "--steps", "1", "--warmup", "0", "--device", "cpu", "--ns-dtype", "float32",
+            "--threads", "1", "--only", "adamw"]
+    bench.main(args)
+    printed = capsys.readouterr().out
+    assert printed.startswith("optim.bench: size small (9 tensors, 0.1M elements) on cpu (")
+    assert "1 torch threads; parameters, gradients and state float32, Newton-Schulz float32" in printed
+    assert committed.read_text() == "committed\n"
+    fresh, = [p for p in committed.parent.iterdir() if p != committed]
+    assert fresh.name.startswith("optim-step-cpu-small-") and f"wrote {fresh.relative_to(tmp_path)}" in printed
+    repo = Path(bench.__file__).resolve().parent.parent
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"benchmarks/results/{fresh.name}"], cwd=repo)
+    assert ignored.returncode == 0  # a clean clone stays clean
+    with pytest.raises(SystemExit, match=r"--out .* exists; pass --overwrite"):
+        bench.main([*args, "--out", str(committed)])
+    bench.main([*args, "--out", str(committed), "--overwrite"])
+    assert json.loads(committed.read_text())["results"]["adamw"]["step_ms"] > 0
