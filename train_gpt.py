@@ -29,6 +29,7 @@ from data.loader import TrainLoader, ValidationSet, resolve_shard_dir, split_pat
 from data.scan import check_directory
 from evals.in_training import Looks
 from model import GPT
+from model.hf_gpt2 import load_hf_weights
 from trainer import checkpoint, parallel
 from trainer.distributed import (ConsistencyError, DistInfo, broadcast_object, check_consistency, init_distributed,
                                  peer_failure, shutdown)
@@ -50,7 +51,10 @@ def build_data(cfg: Config, dist: DistInfo) -> tuple[TrainLoader, ValidationSet]
     problem = None
     if dist.is_main:  # rank 0 prepares the embedded corpus once and checks every shard; the others wait
         try:
-            for note in check_directory(resolve_shard_dir(cfg.data.dir), cfg.model.vocab_size, cfg.data.check_tokens):
+            model = cfg.model  # ids in the padded rows (past the tokenizer's) would have probability 0: refuse them
+            limit, key = ((model.padded_from, "model.tokenizer_vocab_size") if model.padded_from is not None else
+                          (model.vocab_size, "model.vocab_size"))
+            for note in check_directory(resolve_shard_dir(cfg.data.dir), limit, cfg.data.check_tokens, key):
                 print(f"note: {note}")
         except ValueError as err:
             problem = str(err)
@@ -73,7 +77,10 @@ def build(cfg: Config, dist: DistInfo) -> tuple[TrainState, ValidationSet, optim
     tcfg = cfg.train
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg.tf32
     torch.manual_seed(tcfg.seed)  # same initial weights on every rank
-    raw_model = GPT(cfg.model).to(dist.device)
+    raw_model = GPT(cfg.model)
+    if cfg.model.init_from:  # a Hugging Face GPT-2's weights (model/hf_gpt2.py); a resume then overwrites them
+        load_hf_weights(raw_model, cfg.model.init_from)
+    raw_model.to(dist.device)
     dims = ParallelDims.from_config(tcfg, dist.world_size)  # the one place that decides the layout
     model = parallel.wrap_model(raw_model, dims=dims, mesh=dims.build_mesh(dist.device.type), device=dist.device,
                                 dtype=tcfg.dtype, compile=tcfg.compile)  # fsdp/hsdp: raw_model's params are sharded

@@ -14,6 +14,7 @@ from configs.base import (ConfigError, Section, build_section, field, in_range, 
                           non_negative, parse_overrides, positive, validate_tree)
 from data.config import DataConfig
 from model.config import ModelConfig
+from model.hf_gpt2 import fill_from_hf
 from optim.config import OptimConfig, split_optimizer_tables
 from trainer.schedule import fit_phases, warmdown_asked
 
@@ -193,6 +194,9 @@ def load_config(argv: list[str]) -> Config:
     optimizer's settings table applied, see ``with_optimizer_settings``)."""
     path, overrides = parse_overrides(argv)
     values = with_optimizer_settings(load_toml(path) if path else {}, overrides)
+    model = values.get("model")
+    if isinstance(model, dict) and model.get("init_from"):  # the shape comes from the HF checkpoint's config
+        values["model"] = fill_from_hf(model)
     cfg = build_section(Config, values, prefix="")
     validate_tree(cfg)
     return cfg

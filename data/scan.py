@@ -66,9 +66,9 @@ def _membership(directory: Path, names: list[str], manifest: dict | None, result
 
 
 def scan_directory(directory: str | Path, vocab_size: int | None, scan_tokens: bool = True,
-                   write_cache: bool = True) -> ScanResult:
+                   write_cache: bool = True, vocab_key: str = "model.vocab_size") -> ScanResult:
     """Check every shard of ``directory``: membership, tokenizer and (``scan_tokens``) its largest token id,
-    which must be < ``vocab_size`` when one is given."""
+    which must be < ``vocab_size`` when one is given (``vocab_key``: the setting it comes from, for messages)."""
     directory = Path(directory)
     paths = [p for split in shards.SPLITS for p in shards.list_shards(directory, split)]
     manifest = _read_json(directory / MANIFEST)
@@ -88,7 +88,7 @@ def scan_directory(directory: str | Path, vocab_size: int | None, scan_tokens: b
             cache[path.name], changed = entry, True
         result.max_token[path.name] = entry["max_token"]
         if vocab_size is not None and entry["max_token"] >= vocab_size:
-            result.problems.append(f"{path}: token id {entry['max_token']} >= model.vocab_size {vocab_size} "
+            result.problems.append(f"{path}: token id {entry['max_token']} >= {vocab_key} {vocab_size} "
                                    f"(data.check_tokens)")
     if changed and manifest is not None and write_cache:
         _write_cache(directory, manifest, {k: v for k, v in cache.items() if (directory / k).exists()})
@@ -107,9 +107,10 @@ def _write_cache(directory: Path, manifest: dict, cache: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def check_directory(directory: str | Path, vocab_size: int, scan_tokens: bool) -> list[str]:
+def check_directory(directory: str | Path, vocab_size: int, scan_tokens: bool,
+                    vocab_key: str = "model.vocab_size") -> list[str]:
     """Scan for the trainer: raise ``ValueError`` listing every problem; return the notes to print."""
-    result = scan_directory(directory, vocab_size, scan_tokens=scan_tokens)
+    result = scan_directory(directory, vocab_size, scan_tokens=scan_tokens, vocab_key=vocab_key)
     if result.problems:
         raise ValueError(f"data.dir {str(directory)!r} is not usable:\n" + "\n".join(f"  {p}" for p in result.problems))
     return result.notes

@@ -44,6 +44,10 @@ class ModelConfig(Section):
                                                                    "n_embd // n_head (attention width n_head*head_dim)")
     vocab_size: int = field(50304, check=at_least(1), help="embedding/head rows: GPT-2's 50257 tokens padded up to "
                                                              "a multiple of 128 (faster matmuls)")
+    tokenizer_vocab_size: Optional[int] = field(50257, check=at_least(1), help="ids the tokenizer can emit (GPT-2: "
+                                                "50257); the padded rows from here to vocab_size get logits -inf, so "
+                                                "they take no probability in the loss, evaluation or sampling "
+                                                "(None, or >= vocab_size: no padding)")
     block_size: int = field(1024, check=at_least(1), help="maximum sequence length (context) in tokens")
     norm: Literal["layernorm", "rmsnorm"] = field("layernorm", help="normalization of the pre-norm blocks and the "
                                                                     "final norm")
@@ -53,8 +57,10 @@ class ModelConfig(Section):
                                                                 "rotary (RoPE)")
     rope_base: float = field(10000.0, check=greater_than(1), help="RoPE base theta (frequencies "
                                                                    "base^(-2i/head_dim))")
-    mlp: Literal["gelu", "relu2"] = field("gelu", help="MLP activation: gelu (GPT-2) or relu2 = (sqrt(2)*relu(x))^2 "
-                                                       "(Clipped Scion)")
+    mlp: Literal["gelu", "gelu_tanh", "relu2"] = field("gelu", help="MLP activation: gelu (exact, erf), gelu_tanh "
+                                                                    "(the tanh approximation of OpenAI's GPT-2 and "
+                                                                    "HF's gelu_new) or relu2 = (sqrt(2)*relu(x))^2 "
+                                                                    "(Clipped Scion)")
     mlp_ratio: int = field(4, check=at_least(1), help="MLP hidden width as a multiple of n_embd")
     qk_norm: bool = field(False, help="RMSNorm queries and keys per head before attention")
     tie_embeddings: bool = field(True, help="output head shares the token embedding matrix")
@@ -65,6 +71,9 @@ class ModelConfig(Section):
     loss_chunk_mib: Optional[float] = field(None, check=positive, help="memory budget (MiB) of one chunk of fp32 "
                                             "logits in the training loss (model/loss.py); unset = 1024 on a GPU "
                                             "(2^28 logits), 128 elsewhere")
+    init_from: Optional[str] = field(None, help="local Hugging Face GPT-2 directory (config.json + model.safetensors "
+                                                "or pytorch_model.bin): the shape comes from its config (a differing "
+                                                "explicit setting is an error), the weights from its files")
     proj_init: Literal["scaled", "zero"] = field("scaled", help="residual output projections: scaled = "
                                                                 "init_std/sqrt(2*n_layer) (GPT-2), zero (Scion code)")
 
@@ -92,6 +101,12 @@ class ModelConfig(Section):
                               "when model.head_dim is unset; set model.head_dim to decouple them")
         if cfg.pos_emb == "rope" and cfg.head_dim % 2 != 0:
             raise ConfigError(f"model.head_dim must be even for model.pos_emb='rope', got {cfg.head_dim}")
+
+    @property
+    def padded_from(self) -> Optional[int]:
+        """First padded vocabulary row (its logits are -inf), or None when every row is a token."""
+        limit = self.tokenizer_vocab_size
+        return limit if limit is not None and limit < self.vocab_size else None
 
     @property
     def attn_dim(self) -> int:

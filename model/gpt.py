@@ -69,10 +69,12 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None, *,
         return_logits: bool = True
     ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """idx (B, T) token ids -> (logits (B, T, vocab) in fp32, mean cross-entropy in fp32 or None).
+        """idx (B, T) token ids -> (logits (B, T, vocab) in fp32, mean cross-entropy in fp32 or None); a float64
+        model computes them in float64.
 
         The head matmul runs in the ambient (autocast) dtype; logits are upcast to fp32 before the softmax.
-        Targets equal to -1 are ignored by the loss. With a `cache` (generation), idx holds the positions after the
+        Targets equal to -1 are ignored by the loss. The logits of padded vocabulary rows (from
+        `config.padded_from` = tokenizer_vocab_size on) are -inf, so softmax, loss and sampling give them nothing. With a `cache` (generation), idx holds the positions after the
         `cache.length` cached ones, which it attends to; the cache then also holds these. ``return_logits=False``
         (training) returns (None, loss) without materialising the batch's logits (model/loss.py).
         """
@@ -109,8 +111,12 @@ class GPT(nn.Module):
         x = self.final_norm(x)
         if targets is not None and not return_logits:
             return None, linear_cross_entropy(x, self.head.weight, targets, ignore_index=IGNORE_INDEX,
-                                              chunk_elements=chunk_elements(self.config.loss_chunk_mib, x.device))
-        logits = self.head(x).float()
+                                              chunk_elements=chunk_elements(self.config.loss_chunk_mib, x.device),
+                                              classes=self.config.padded_from)
+        logits = self.head(x)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 (fp64 stays fp64)
+        if self.config.padded_from is not None:  # padded vocabulary rows are no tokens: probability 0
+            logits[..., self.config.padded_from:] = float("-inf")
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)

@@ -116,19 +116,23 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise MLP: proj(act(fc(x))), act = GELU (GPT-2) or (sqrt(2) * relu(x))^2 (Clipped Scion NanoGPT)."""
+    """Position-wise MLP: proj(act(fc(x))), act = GELU (Hendrycks & Gimpel 2016: x * Phi(x) exactly, or its tanh
+    approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) that OpenAI's GPT-2 used, HF's `gelu_new`) or
+    (sqrt(2) * relu(x))^2 (Clipped Scion NanoGPT)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = cfg.mlp_ratio * cfg.n_embd
         self.fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
-        self.activation = cfg.mlp  # checked by ModelConfig: "gelu" or "relu2"
+        self.activation = cfg.mlp  # checked by ModelConfig: "gelu", "gelu_tanh" or "relu2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)
         if self.activation == "gelu":
             h = F.gelu(h)
+        elif self.activation == "gelu_tanh":
+            h = F.gelu(h, approximate="tanh")
         else:
             h = (math.sqrt(2.0) * F.relu(h)).square()
         return self.proj(h)

@@ -11,6 +11,11 @@ instead of N x V fp32 logits kept for the backward, at no extra FLOPs (the idea 
 cross-entropy, here in plain torch ops). Matmuls run in the ambient autocast dtype, as the unfused head does.
 A chunk's size comes from a memory budget (`model.loss_chunk_mib`, :func:`chunk_elements`); each chunk re-reads the
 head and re-accumulates its fp32 gradient, so fewer, larger chunks move fewer bytes (docs/model.md: cost model).
+
+``classes=K`` (a head padded past the tokenizer's K ids, model.tokenizer_vocab_size): the logits of rows >= K are
+set to -inf before the softmax, so logsumexp runs over the K real tokens only, those rows get softmax 0 (no
+probability, zero gradient) and the loss equals that of the unpadded K-row head exactly, while the matmuls keep
+the padded (faster) width.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ def chunk_elements(budget_mib: float | None, device: torch.device | str) -> int:
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk_rows: int, ignore_index: int):
+    def forward(ctx, h, weight, targets, chunk_rows: int, ignore_index: int, classes: int | None):
         valid = targets != ignore_index
         count = valid.sum()
         safe = torch.where(valid, targets, torch.zeros_like(targets))
@@ -47,6 +52,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + chunk_rows)
             hc, yc, vc = h[rows], safe[rows], valid[rows]
             logits = F.linear(hc, weight).to(acc)
+            if classes is not None:
+                logits[:, classes:] = float("-inf")
             lse = torch.logsumexp(logits, dim=-1)
             total += ((lse - logits.gather(1, yc[:, None]).squeeze(1)) * vc).sum()
             dz = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
@@ -62,29 +69,35 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_h, grad_w, count = ctx.saved_tensors
         scale = grad_out / count
-        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None
+        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None, None
 
 
 def chunked_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                                 ignore_index: int = -1, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
-    """Mean cross-entropy of ``F.linear(h, weight).float()`` against ``targets`` (see module doc).
+                                 ignore_index: int = -1, chunk_elements: int = CHUNK_ELEMENTS,
+                                 classes: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy of ``F.linear(h, weight).float()`` (rows >= ``classes`` masked) against ``targets``
+    (see module doc).
 
     h (..., C), targets (...) with the same leading shape; returns a 0-dim fp32 loss (NaN if every target is
     ignored, as F.cross_entropy). ``chunk_elements`` bounds the logits held at once.
     """
     h2 = h.reshape(-1, h.shape[-1])
     rows = max(1, chunk_elements // weight.shape[0])
-    return _ChunkedLinearCrossEntropy.apply(h2, weight, targets.reshape(-1), rows, ignore_index)
+    return _ChunkedLinearCrossEntropy.apply(h2, weight, targets.reshape(-1), rows, ignore_index, classes)
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -1,
-                         chunk_elements: int | None = None) -> torch.Tensor:
+                         chunk_elements: int | None = None, classes: int | None = None) -> torch.Tensor:
     """The loss of the head without returning its logits: one plain pass when the logits fit in one chunk
     (``chunk_elements``, default CHUNK_ELEMENTS) or no gradient is needed (bitwise the unfused loss), the chunked
-    fused pass otherwise."""
+    fused pass otherwise. ``classes``: rows of ``weight`` from here on are padding (logits -inf)."""
     chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
     rows = h.numel() // h.shape[-1]
     if rows * weight.shape[0] <= chunk_elements or not torch.is_grad_enabled():
-        logits = F.linear(h, weight).float()
+        logits = F.linear(h, weight)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        if classes is not None:
+            logits[..., classes:] = float("-inf")
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index)
-    return chunked_linear_cross_entropy(h, weight, targets, ignore_index=ignore_index, chunk_elements=chunk_elements)
+    return chunked_linear_cross_entropy(h, weight, targets, ignore_index=ignore_index, chunk_elements=chunk_elements,
+                                        classes=classes)

@@ -66,3 +66,16 @@ def hold_run_dir_lock(out_dir: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
+
+
+def require(package: str):
+    """Import an optional package, skipping the test when it is not installed; an installed package that fails to
+    import (e.g. a name clash) fails the test instead of hiding behind a skip."""
+    import importlib
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed (pip install -e '.[eval]')")
+    return importlib.import_module(package)

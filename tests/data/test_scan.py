@@ -69,9 +69,9 @@ def test_trainer_refuses_at_start_up_before_any_step(prepared, tmp_path, capsys)
     from tests.helpers import FAST, TINY
     path = sorted(prepared.glob("*_train_*.bin"))[-1]
     tokens = np.array(shards.open_shard(path))
-    tokens[-1] = 50304
+    tokens[-1] = 50257  # the first padded row: a token the tokenizer cannot emit
     shards.write_shard(path, tokens)
     out = tmp_path / "run"
     assert train_gpt.main(["--config", TINY, *FAST, f"--data.dir={prepared}", f"--train.out_dir={out}"]) == 1
-    assert f"{path.name}: token id 50304 >= model.vocab_size 50304" in capsys.readouterr().err
+    assert f"{path.name}: token id 50257 >= model.tokenizer_vocab_size 50257" in capsys.readouterr().err
     assert not (out / "metrics.jsonl").exists()

@@ -71,7 +71,7 @@ def test_rope_needs_even_head_dim():
     [
         ("norm", "batchnorm", r"model\.norm: invalid value 'batchnorm'; valid values are 'layernorm', 'rmsnorm'"),
         ("pos_emb", "alibi", r"model\.pos_emb: .* valid values are 'learned', 'rope'"),
-        ("mlp", "swiglu", r"model\.mlp: .* valid values are 'gelu', 'relu2'"),
+        ("mlp", "swiglu", r"model\.mlp: .* valid values are 'gelu', 'gelu_tanh', 'relu2'"),
         ("proj_init", "xavier", r"model\.proj_init: .* valid values are"),
         ("n_layer", 0, r"model\.n_layer must be >= 1, got 0"),
         ("n_layer", 2.5, r"model\.n_layer: 2\.5 is not a valid int \| None"),
