@@ -4,18 +4,22 @@
   pieces of a split tensor share it).
 - Every other norm (spectral, colnorm, rownorm, bias_rms) needs the whole tensor: each tensor gets an owner rank
   (balanced by cost), one all-to-all brings the shards to the owners, each owner splits its whole tensors into their
-  pieces (`split_sizes`, e.g. q, k, v of a fused qkv) and runs `lmo_many` on them (Newton-Schulz batched by shape),
-  and a second all-to-all returns each rank its rows of the result. Spectral inputs travel in the Newton-Schulz dtype
-  (Newton-Schulz casts to it first, so nothing changes); results travel in the tensor's dtype.
+  pieces (`split_sizes`, e.g. q, k, v of a fused qkv) and computes their LMOs (Newton-Schulz batched by shape),
+  and a second all-to-all returns each rank its rows of the result. Spectral tensors travel both ways in the
+  Newton-Schulz dtype (Newton-Schulz casts to it first and its output is exact there; the -s factor of the LMO is
+  applied where the rows arrive, so nothing changes); other results travel in the tensor's dtype. The all-to-alls
+  run per bucket and asynchronously, so one bucket's exchange overlaps the next one's compute.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
 from . import sharding
-from .lmo import LMOSpec, lmo_many
+from .lmo import LMOSpec, lmo, spectral_scale
 from .newton_schulz import orthogonalize
 from .splits import split_pieces
 
@@ -26,40 +30,82 @@ def sign_lmo_local(d_local: torch.Tensor, spec: LMOSpec, shape: tuple[int, ...])
     return torch.sign(d_local) * (-1.0 / (d_in if spec.is_normalized else 1))
 
 
+def _piece_rows(size: int, start: int, rows: int, splits) -> list[tuple[int, int, int]]:
+    """(first, end, piece index) of the local rows [start, start + rows) of a tensor of ``size`` rows cut into pieces
+    of ``splits`` rows (None: one piece), relative to the local rows."""
+    out, at = [], 0
+    for j, n in enumerate(splits or [size]):
+        lo, hi = max(at, start), min(at + n, start + rows)
+        if lo < hi:
+            out.append((lo - start, hi - start, j))
+        at += n
+    return out
+
+
 def _piecewise_at_owners(layouts: list[sharding.RowShards], shards: list[torch.Tensor], splits: list,
-                         transport: list[torch.dtype], compute: Callable[[list[torch.Tensor], list[int]], list]
-                         ) -> list[torch.Tensor]:
+                         transport: list[torch.dtype], compute: Callable[[list[torch.Tensor], list[int]], list],
+                         factors: list | None = None) -> list[torch.Tensor]:
     """Run ``compute`` on whole tensors at their owner ranks and return each rank its rows of the results.
 
-    Tensor i (this rank's rows ``shards[i]``, layout ``layouts[i]``) travels to its owner in ``transport[i]`` (one
-    all-to-all per transport dtype), is cut into its pieces (``splits[i]``, sizes along dim 0, or whole), and
-    ``compute(pieces, tensor_index_of_each_piece)`` returns one result per piece; the results are joined and the rows
-    go back in the shards' dtypes (one all-to-all per dtype).
+    Tensor i (this rank's rows ``shards[i]``, layout ``layouts[i]``) travels to its owner in ``transport[i]``, is
+    cut into its pieces (``splits[i]``, sizes along dim 0, or whole), and ``compute(pieces, tensor_index_of_each_piece)``
+    returns one result per piece; the results are joined and each rank gets its rows back. ``factors[i]`` (a
+    function of a piece's shape, or None): compute's results for tensor i are unscaled (Newton-Schulz outputs,
+    exactly representable in ``transport[i]``), travel back in ``transport[i]`` and the receiving rank multiplies
+    each piece's rows by its factor; without one they travel back in the shard's dtype.
+
+    Pipelined by bucket (tensors of one shape and dtypes, first-appearance order): every bucket's all-to-all to the
+    owners starts at once; then each bucket waits for its inputs, computes, and starts its all-to-all back, which
+    runs while the next bucket computes. Owners come from the memoized planner (sharding.assign_owners).
     """
+    factors = factors or [None] * len(shards)
+    back = [transport[i] if factors[i] is not None else shards[i].dtype for i in range(len(shards))]
     owners = sharding.assign_owners([lay.shape for lay in layouts], layouts[0].world)
-    wholes = {}
-    for dtype in sorted(set(transport), key=str):
-        idx = [i for i, d in enumerate(transport) if d == dtype]
-        got = sharding.gather_to_owners([shards[i] for i in idx], [layouts[i] for i in idx],
-                                        [owners[i] for i in idx], dtype=dtype)
-        wholes.update({idx[j]: w.to(shards[idx[j]].dtype) for j, w in got.items()})
-    pieces, piece_of, spans = [], [], {}
-    for i in sorted(wholes):
-        parts = split_pieces(wholes[i], splits[i])
-        spans[i] = (len(pieces), len(parts))
-        pieces += parts
-        piece_of += [i] * len(parts)
-    outputs = compute(pieces, piece_of) if pieces else []
-    results = {i: torch.cat(outputs[a:a + n]) for i, (a, n) in spans.items()}
+    buckets: dict[tuple, list[int]] = {}
+    for i, lay in enumerate(layouts):
+        buckets.setdefault((lay.shape, transport[i], back[i], shards[i].dtype), []).append(i)
+
+    def sub(idx, items):
+        return [items[i] for i in idx]
+
+    inbound = [(idx, sharding.gather_to_owners(sub(idx, shards), sub(idx, layouts), sub(idx, owners),
+                                               dtype=transport[idx[0]], async_op=True)) for idx in buckets.values()]
+    outbound = []
+    for idx, pending in inbound:
+        wholes = {j: w.to(shards[idx[j]].dtype) for j, w in pending.wait().items()}
+        pieces, piece_of, spans = [], [], {}
+        for j in sorted(wholes):
+            parts = split_pieces(wholes[j], splits[idx[j]])
+            spans[j] = (len(pieces), len(parts))
+            pieces += parts
+            piece_of += [idx[j]] * len(parts)
+        outputs = compute(pieces, piece_of) if pieces else []
+        results = {j: torch.cat(outputs[a:a + n]) for j, (a, n) in spans.items()}
+        outbound.append((idx, sharding.scatter_from_owners(results, sub(idx, layouts), sub(idx, owners),
+                                                           dtype=back[idx[0]], device=shards[idx[0]].device,
+                                                           async_op=True)))
     out: list[torch.Tensor | None] = [None] * len(shards)
-    for dtype in sorted({t.dtype for t in shards}, key=str):
-        idx = [i for i, t in enumerate(shards) if t.dtype == dtype]
-        back = sharding.scatter_from_owners({j: results[i] for j, i in enumerate(idx) if i in results},
-                                            [layouts[i] for i in idx], [owners[i] for i in idx], dtype=dtype,
-                                            device=shards[idx[0]].device)
-        for j, i in enumerate(idx):
-            out[i] = back[j]
+    for idx, pending in outbound:
+        for j, rows in enumerate(pending.wait()):
+            i = idx[j]
+            rows = rows.to(shards[i].dtype)
+            if factors[i] is not None:
+                lay = layouts[i]
+                start, mine = lay.starts[shard_rank(lay)], lay.sizes[shard_rank(lay)]
+                sizes = splits[i] or [lay.shape[0]]
+                for lo, hi, piece in _piece_rows(lay.shape[0], start, mine, splits[i]):
+                    rows[lo:hi].mul_(factors[i]((sizes[piece], *lay.shape[1:])))
+            out[i] = rows
     return out  # type: ignore[return-value]
+
+
+def shard_rank(layout: sharding.RowShards) -> int:
+    """This rank's position in the tensor's shard group."""
+    return dist.get_rank(layout.group)
+
+
+def _spectral_factor(shape: tuple[int, ...], spec: LMOSpec) -> float:
+    return -spectral_scale(shape, spec)
 
 
 def lmo_many_sharded(ds: list[torch.Tensor], specs: list[LMOSpec], split_sizes: list | None = None, *,
@@ -79,13 +125,18 @@ def lmo_many_sharded(ds: list[torch.Tensor], specs: list[LMOSpec], split_sizes: 
         return out  # type: ignore[return-value]
     transport = [ns_dtype if specs[i].norm == "spectral" and method == "newton_schulz" else ds[i].dtype
                  for i in whole]
+    factors = [functools.partial(_spectral_factor, spec=specs[i]) if specs[i].norm == "spectral" else None
+               for i in whole]
 
-    def lmos(pieces, piece_of):
-        return lmo_many(pieces, [specs[whole[j]] for j in piece_of], ns_steps=ns_steps, ns_dtype=ns_dtype,
-                        split_across_ranks=False, method=method)
+    def lmos(pieces, piece_of):  # spectral pieces: the orthogonalized matrix, scaled where its rows arrive
+        kinds = [specs[whole[j]] for j in piece_of]
+        spectral = [k for k, spec in enumerate(kinds) if spec.norm == "spectral"]
+        ortho = dict(zip(spectral, orthogonalize([pieces[k] for k in spectral], steps=ns_steps, dtype=ns_dtype,
+                                                 split_across_ranks=False, method=method)))
+        return [ortho[k] if k in ortho else lmo(p, spec) for k, (p, spec) in enumerate(zip(pieces, kinds))]
 
     rows = _piecewise_at_owners([sharding.row_shards(ds[i]) for i in whole], [ds[i].to_local() for i in whole],
-                                [splits[i] for i in whole], transport, lmos)
+                                [splits[i] for i in whole], transport, lmos, factors)
     for j, i in enumerate(whole):
         out[i] = rows[j]
     return out  # type: ignore[return-value]
@@ -97,16 +148,16 @@ def orthogonalize_sharded(tensors: list[torch.Tensor], shards: list[torch.Tensor
     """Orthogonalization of sharded matrices, each run whole (piece by piece) by its owner rank (Muon under FSDP).
 
     ``tensors`` are the DTensor parameters (their layouts), ``shards`` this rank's rows of the matrices to
-    orthogonalize. Each piece's result is multiplied by ``piece_scale(piece.shape)`` on the owner. Returns this
-    rank's rows in the shards' dtypes.
+    orthogonalize. Each piece's result is multiplied by ``piece_scale(piece.shape)`` where its rows arrive (the
+    results travel in the Newton-Schulz dtype). Returns this rank's rows in the shards' dtypes.
     """
     if not tensors:
         return []
 
     def orthogonalized(pieces, _):
-        ortho = orthogonalize(pieces, steps=steps, dtype=dtype, split_across_ranks=False, method=method)
-        return ortho if piece_scale is None else [o * piece_scale(o.shape) for o in ortho]
+        return orthogonalize(pieces, steps=steps, dtype=dtype, split_across_ranks=False, method=method)
 
     transport = [dtype if method == "newton_schulz" else s.dtype for s in shards]
     return _piecewise_at_owners([sharding.row_shards(t) for t in tensors], shards,
-                                split_sizes or [None] * len(tensors), transport, orthogonalized)
+                                split_sizes or [None] * len(tensors), transport, orthogonalized,
+                                [piece_scale] * len(tensors) if piece_scale is not None else None)

@@ -126,25 +126,46 @@ def assign_owners(shapes: list[tuple[int, ...]], world: int) -> list[int]:
     return list(plan_owners(tuple(cost(s) for s in shapes), world))
 
 
-def _exchange(send: list[list[torch.Tensor]], recv_numels: list[int], group, dtype, device) -> list[torch.Tensor]:
-    """One all-to-all: ``send[r]`` (tensors, flattened in order) goes to rank r; returns what each rank sent here."""
+class Pending:
+    """An exchange in flight (async_op=True): ``wait()`` completes the collective and returns the result."""
+
+    def __init__(self, work, finish):
+        self._work, self._finish = work, finish
+
+    def wait(self):
+        if self._work is not None:
+            self._work.wait()
+        return self._finish()
+
+
+def _done(result, async_op: bool):
+    return Pending(None, lambda: result) if async_op else result
+
+
+def _exchange(send: list[list[torch.Tensor]], recv_numels: list[int], group, dtype, device, *,
+              async_op: bool = False):
+    """One all-to-all: ``send[r]`` (tensors, flattened in order) goes to rank r; returns what each rank sent here
+    (a :class:`Pending` of it with ``async_op``)."""
     flat_in = [torch.cat([t.reshape(-1).to(dtype) for t in ts]) if ts else torch.empty(0, dtype=dtype, device=device)
                for ts in send]
     in_splits = [x.numel() for x in flat_in]
     buf_in = torch.cat(flat_in) if flat_in else torch.empty(0, dtype=dtype, device=device)
     buf_out = torch.empty(sum(recv_numels), dtype=dtype, device=device)
-    dist.all_to_all_single(buf_out, buf_in, output_split_sizes=recv_numels, input_split_sizes=in_splits, group=group)
-    return list(torch.split(buf_out, recv_numels))
+    work = dist.all_to_all_single(buf_out, buf_in, output_split_sizes=recv_numels, input_split_sizes=in_splits,
+                                  group=group, async_op=async_op)
+    return Pending(work, lambda: list(torch.split(buf_out, recv_numels))) if async_op else \
+        list(torch.split(buf_out, recv_numels))
 
 
 def gather_to_owners(shards: list[torch.Tensor], layouts: list[RowShards], owners: list[int], *,
-                     dtype: torch.dtype) -> dict[int, torch.Tensor]:
-    """{index: whole tensor} for the tensors this rank owns, assembled from every rank's local shard (in ``dtype``).
+                     dtype: torch.dtype, async_op: bool = False):
+    """{index: whole tensor} for the tensors this rank owns, assembled from every rank's local shard (in ``dtype``);
+    with ``async_op`` a :class:`Pending` of it (the all-to-all runs while the caller works).
 
     All layouts must share one process group; every rank calls this with the same layouts and owners.
     """
     if not shards:
-        return {}
+        return _done({}, async_op)
     group = layouts[0].group
     rank, world = dist.get_rank(group), layouts[0].world
     device = shards[0].device
@@ -153,22 +174,29 @@ def gather_to_owners(shards: list[torch.Tensor], layouts: list[RowShards], owner
         send[owner].append(s)
     mine = [i for i, o in enumerate(owners) if o == rank]
     recv = [sum(layouts[i].sizes[src] * layouts[i].row_numel for i in mine) for src in range(world)]
-    received = _exchange(send, recv, group, dtype, device)
-    pieces: dict[int, list[torch.Tensor]] = {i: [] for i in mine}
-    for src in range(world):
-        at = 0
-        for i in mine:
-            n = layouts[i].sizes[src] * layouts[i].row_numel
-            pieces[i].append(received[src][at:at + n].view(layouts[i].sizes[src], *layouts[i].shape[1:]))
-            at += n
-    return {i: torch.cat(p) for i, p in pieces.items()}
+
+    def assemble(received):
+        pieces: dict[int, list[torch.Tensor]] = {i: [] for i in mine}
+        for src in range(world):
+            at = 0
+            for i in mine:
+                n = layouts[i].sizes[src] * layouts[i].row_numel
+                pieces[i].append(received[src][at:at + n].view(layouts[i].sizes[src], *layouts[i].shape[1:]))
+                at += n
+        return {i: torch.cat(p) for i, p in pieces.items()}
+
+    if async_op:
+        pending = _exchange(send, recv, group, dtype, device, async_op=True)
+        return Pending(None, lambda: assemble(pending.wait()))
+    return assemble(_exchange(send, recv, group, dtype, device))
 
 
 def scatter_from_owners(wholes: dict[int, torch.Tensor], layouts: list[RowShards], owners: list[int], *,
-                        dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
-    """The inverse of :func:`gather_to_owners`: every rank receives its rows of every tensor (in ``dtype``)."""
+                        dtype: torch.dtype, device: torch.device, async_op: bool = False):
+    """The inverse of :func:`gather_to_owners`: every rank receives its rows of every tensor (in ``dtype``); with
+    ``async_op`` a :class:`Pending` of them."""
     if not layouts:
-        return []
+        return _done([], async_op)
     group = layouts[0].group
     rank, world = dist.get_rank(group), layouts[0].world
     send = [[] for _ in range(world)]
@@ -178,15 +206,21 @@ def scatter_from_owners(wholes: dict[int, torch.Tensor], layouts: list[RowShards
             send[dst].append(wholes[i][starts[dst]:starts[dst] + sizes[dst]])
     recv = [sum(layouts[i].sizes[rank] * layouts[i].row_numel for i, o in enumerate(owners) if o == src)
             for src in range(world)]
-    received = _exchange(send, recv, group, dtype, device)
-    out: list[torch.Tensor | None] = [None] * len(layouts)
-    for src in range(world):
-        at = 0
-        for i in (i for i, o in enumerate(owners) if o == src):
-            n = layouts[i].sizes[rank] * layouts[i].row_numel
-            out[i] = received[src][at:at + n].view(layouts[i].sizes[rank], *layouts[i].shape[1:])
-            at += n
-    return out  # type: ignore[return-value]
+
+    def rows(received):
+        out: list[torch.Tensor | None] = [None] * len(layouts)
+        for src in range(world):
+            at = 0
+            for i in (i for i, o in enumerate(owners) if o == src):
+                n = layouts[i].sizes[rank] * layouts[i].row_numel
+                out[i] = received[src][at:at + n].view(layouts[i].sizes[rank], *layouts[i].shape[1:])
+                at += n
+        return out
+
+    if async_op:
+        pending = _exchange(send, recv, group, dtype, device, async_op=True)
+        return Pending(None, lambda: rows(pending.wait()))
+    return rows(_exchange(send, recv, group, dtype, device))
 
 
 def bytes_of(tensors) -> int:

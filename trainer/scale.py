@@ -135,7 +135,7 @@ def transfers(model: GPT, world: int, *, mode: str, optimizer: str, accum: int =
             if o == me:
                 to_owner += sum(s for r, s in enumerate(sizes) if r != me) * row * (ns_bytes if spectral else 4)
             else:
-                from_owner += sizes[me] * row * 4
+                from_owner += sizes[me] * row * (ns_bytes if spectral else 4)  # NS results in the NS dtype
         out.append(("all_to_all (to owners)", group, to_owner))
         out.append(("all_to_all (from owners)", group, from_owner))
     return out
