@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -51,11 +54,13 @@ def init_distributed(requested_device: str, timeout_s: float = 600.0) -> DistInf
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); NCCL on CUDA, gloo on CPU.
 
     Without torchrun's variables this is a single process and no group is created. Collectives that
-    wait longer than ``timeout_s`` for a peer raise instead of hanging (train.dist_timeout_s).
+    wait longer than ``timeout_s`` for a peer raise instead of hanging (train.dist_timeout_s). Under torchrun the
+    worker ends itself when its agent dies (:func:`watch_parent`).
     """
     kind = pick_device(requested_device)
     if "RANK" not in os.environ:
         return DistInfo(0, 0, 1, torch.device(kind))
+    watch_parent()  # a worker whose torchrun died stops within a second (and releases the run lock)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     timeout = timedelta(seconds=timeout_s)
     store, rank, world_size = _generation_store(timeout)
@@ -68,6 +73,33 @@ def init_distributed(requested_device: str, timeout_s: float = 600.0) -> DistInf
         device = torch.device("cpu")
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timeout)
     return DistInfo(rank, local_rank, world_size, device)
+
+
+def watch_parent(poll_s: float = 1.0, exit_code: int = 1) -> threading.Thread | None:
+    """Under torchrun, end this worker within ``poll_s`` seconds of its agent's death (e.g. ``kill -9`` of torchrun).
+
+    A worker whose agent is gone is unsupervised: nobody restarts or stops it, and rank 0 would keep holding the
+    run directory's lock, so re-running the same command would be refused until it finished. A daemon thread
+    compares ``os.getppid()`` with the agent's pid (a dead parent's children are re-parented) and, when they differ,
+    prints one line and leaves with ``os._exit`` (the main thread may be blocked in a collective whose peer is gone;
+    the kernel then drops the flock, and the atomic checkpoint writes leave at most a temporary file).
+    Without torchrun (no ``TORCHELASTIC_RUN_ID``) nothing is watched."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    agent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == agent:
+            time.sleep(poll_s)
+        rank = os.environ.get("RANK", "?")
+        print(f"rank {rank}: error: the torchrun agent (pid {agent}) that started this worker died; stopping so the "
+              f"run directory's lock is released. Re-run the same command to resume from the newest checkpoint",
+              file=sys.stderr, flush=True)
+        os._exit(exit_code)
+
+    thread = threading.Thread(target=watch, name="watch-torchrun-agent", daemon=True)
+    thread.start()
+    return thread
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -83,3 +83,30 @@ def test_busy_run_directory_stops_every_rank_at_once(tmp_path):
     busy = f"error: train.out_dir '{tmp_path}' is in use by another run (pid {holder.pid}"
     assert f"rank 0: {busy}" in proc.stderr and f"rank 1: {busy}" in proc.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_killed_torchrun_parent_stops_its_workers_and_the_same_command_resumes(tmp_path):
+    """kill -9 of the torchrun agent: its workers notice within seconds and exit (rank 0 releasing the run lock),
+    so re-running the same command resumes from the newest checkpoint instead of being refused."""
+    cmd = train_cmd(f"--train.out_dir={tmp_path}", *COMMON, nproc=2, extra_torchrun=("--standalone",))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = tmp_path / "checkpoints" / "step_0000002.pt"
+        deadline = time.time() + 300
+        while not first.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        workers = [_worker_pid(proc.pid, r) for r in (0, 1)]
+        os.kill(proc.pid, signal.SIGKILL)
+        killed_at, proc_out = time.time(), proc.communicate(timeout=60)[0]
+        while any(os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z"
+                  for w in workers) and time.time() < killed_at + 30:
+            time.sleep(0.1)
+        gone_after = time.time() - killed_at
+    finally:
+        proc.kill()
+    assert gone_after < 15, f"workers still running {gone_after:.0f} s after their torchrun was killed"
+    assert "the torchrun agent" in proc_out and "died; stopping" in proc_out, proc_out[-2000:]
+    assert len(metrics(tmp_path)) < 8, "the run finished before torchrun was killed"
+    again = run_train(f"--train.out_dir={tmp_path}", *COMMON, nproc=2)
+    assert "resumed from" in again.stdout
+    assert [m["step"] for m in metrics(tmp_path)] == list(range(1, 9))
