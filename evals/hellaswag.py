@@ -84,7 +84,18 @@ def read_jsonl(path: str | Path) -> list[Example]:
     return examples
 
 
+# The original validation file, the format read_jsonl expects (10,042 examples).
+LOCAL_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+
+
 def read_hub(name: str, split: str) -> list[Example]:
+    from data.prepare.sources import hub_offline_mode, hub_unreachable
+    why = None if hub_offline_mode() else hub_unreachable()
+    if why is not None:  # fail at once, not after the hub client's retries (and before importing datasets)
+        raise ConfigError(f"--data {name}: not a local file, and the Hugging Face Hub cannot be reached ({why}). "
+                          f"Pass a local file instead: --data PATH/hellaswag_val.jsonl (rowanz/hellaswag's "
+                          f"{LOCAL_VAL_URL}, fetched on a machine with network), or set HF_HUB_OFFLINE=1 to use a "
+                          f"copy in the datasets cache")
     try:
         import datasets  # lazily: only the hub path needs it (and the network)
     except ImportError:

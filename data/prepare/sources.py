@@ -188,12 +188,44 @@ def hub_host_unresolvable() -> bool:
     return False
 
 
+def hub_offline_mode() -> bool:
+    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set: only the local cache is used (no probe, no retries)."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_unreachable(timeout_s: float = 5.0) -> Optional[str]:
+    """Why the Hugging Face Hub cannot be reached, or None when it answers: the host does not resolve (without a
+    proxy), or one HEAD request (through the environment's proxy, if any) gets no HTTP answer within ``timeout_s``.
+    Checked before ``datasets`` is asked, whose client retries for half a minute or more when offline."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if hub_host_unresolvable():
+        return f"{urlparse_host(constants.ENDPOINT)} does not resolve"
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return None  # it answered (even 4xx/5xx: the datasets client will say what is wrong)
+    except (urllib.error.URLError, OSError) as err:
+        return f"no answer from {constants.ENDPOINT} within {timeout_s:g} s ({getattr(err, 'reason', err)})"
+    return None
+
+
+def urlparse_host(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname or url
+
+
 def _open_hub(spec: SourceSpec):
     """A downloaded ``Dataset`` (``streaming=False``), the config's ``DataFiles`` to stream, or,
     for a dataset that is not plain files, its ``IterableDataset``."""
     import datasets
 
-    if hub_host_unresolvable():
+    if not hub_offline_mode() and hub_unreachable() is not None:
         raise PrepareError(NO_NETWORK_HINT.format(source=spec.source))
     try:
         if not spec.streaming:

@@ -154,6 +154,8 @@ def test_hub_source_goes_through_datasets_lazily(monkeypatch):
         calls.append((name, split))
         return [{"ctx": "A man opens a door.", "endings": ["He walks in.", "It eats."], "label": "0"}]
 
+    from data.prepare import sources
+    monkeypatch.setattr(sources, "hub_unreachable", lambda: None)  # as when online
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     examples = hellaswag.load_examples("Rowan/hellaswag")
     assert calls == [("Rowan/hellaswag", "validation")] and examples[0].label == 0
@@ -164,3 +166,39 @@ def test_hub_source_goes_through_datasets_lazily(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
     with pytest.raises(hellaswag.ConfigError, match="not a local file and not loadable from the hub.*no network"):
         hellaswag.load_examples("Rowan/hellaswag")
+
+
+def test_unreachable_hub_fails_at_once_naming_the_local_file_to_pass(monkeypatch):
+    """Offline, the hub id fails before `datasets` retries (it took 38 s of retry lines), saying which file to pass;
+    with HF_HUB_OFFLINE=1 the datasets cache is asked without a probe."""
+    import types
+    from data.prepare import sources
+    calls = []
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(
+        load_dataset=lambda name, split: calls.append(name) or [{"ctx": "c", "endings": ["a", "b"], "label": 1}]))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(sources, "hub_unreachable", lambda: "huggingface.co does not resolve")
+    with pytest.raises(hellaswag.ConfigError) as err:
+        hellaswag.load_examples("Rowan/hellaswag")
+    assert calls == []
+    for part in ("--data Rowan/hellaswag", "huggingface.co does not resolve", "--data PATH/hellaswag_val.jsonl",
+                 "rowanz/hellaswag/master/data/hellaswag_val.jsonl", "HF_HUB_OFFLINE=1"):
+        assert part in str(err.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hellaswag.load_examples("Rowan/hellaswag")[0].label == 1 and calls == ["Rowan/hellaswag"]
+
+
+def test_hub_probe_reports_an_unresolvable_host_without_waiting(monkeypatch):
+    import socket
+    import time
+    from data.prepare import sources
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    for name in sources.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    started = time.perf_counter()
+    assert sources.hub_unreachable().endswith("does not resolve") and time.perf_counter() - started < 5
