@@ -10,7 +10,7 @@ so a long generation costs ~2 forwards of the context per block_size / 2 tokens 
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -34,10 +34,12 @@ def sample_next(logits: torch.Tensor, *, temperature: float, top_k: Optional[int
 @torch.no_grad()
 def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: Optional[int] = None, generator: Optional[torch.Generator] = None,
-             vocab_limit: Optional[int] = None, autocast: Optional[contextlib.AbstractContextManager] = None
-             ) -> torch.Tensor:
+             vocab_limit: Optional[int] = None, autocast: Optional[contextlib.AbstractContextManager] = None,
+             stop: Optional[Callable[[torch.Tensor], bool]] = None) -> torch.Tensor:
     """idx (B, T) prompt ids -> (B, T + max_new_tokens) ids. `vocab_limit`: never sample ids >= it (the padded
-    rows of the embedding past the tokenizer's vocabulary); `autocast`: a context for the forwards (e.g. bf16)."""
+    rows of the embedding past the tokenizer's vocabulary); `autocast`: a context for the forwards (e.g. bf16);
+    `stop`: called with the (B, n) ids generated so far after each new token, True ends the generation early
+    (e.g. at a stop string; it reads the ids on the host)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -62,6 +64,8 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
                 logits[:, vocab_limit:] = float("-inf")
             context = sample_next(logits, temperature=temperature, top_k=top_k, generator=generator)
             out = torch.cat([out, context], dim=1)
+            if stop is not None and stop(out[:, idx.shape[1]:]):
+                break
     finally:
         model.train(was_training)
     return out
