@@ -87,14 +87,29 @@ def build(cfg: Config, dist: DistInfo) -> tuple[TrainState, ValidationSet, optim
     optimizer = optim.build(raw_model, cfg.optim)  # takes the mesh from the (sharded) parameters
     if dist.distributed and tcfg.parallel == "ddp":  # a NaN on one rank only (a fault) makes every rank skip
         optimizer.agree_across(torch.distributed.group.WORLD)
+    if dist.device.type == "cuda":  # the scheduled lr reaches the kernels through device memory (optim/base.py)
+        optimizer.keep_lr_on_device()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
         lr_multiplier, steps=tcfg.steps, warmup_steps=tcfg.warmup_steps, warmdown_frac=tcfg.warmdown_frac,
         warmdown_steps=tcfg.warmdown_steps, decay=tcfg.lr_decay, min_frac=tcfg.min_lr_frac))
     regularizer = optim.GradientRegularization(cfg.optim.gr, tcfg.steps)
     train_loader, val_set = build_data(cfg, dist)
     metrics = MetricsWriter(Path(tcfg.out_dir), enabled=dist.is_main)
-    state = TrainState(cfg, dist, raw_model, model, optimizer, scheduler, train_loader, metrics)
+    state = TrainState(cfg, dist, raw_model, model, optimizer, scheduler, train_loader, metrics,
+                       optimizer_step=captured_step(cfg, dist, optimizer))
     return state, val_set, regularizer
+
+
+def captured_step(cfg: Config, dist: DistInfo, optimizer) -> optim.CapturedStep | None:
+    """optim.cuda_graph: the step captured after warm-up and replayed (one process on CUDA), else None."""
+    if not cfg.optim.cuda_graph:
+        return None
+    if dist.device.type != "cuda":
+        raise ConfigError(f"optim.cuda_graph=true needs a CUDA device; this run is on {dist.device}")
+    if dist.world_size > 1:
+        raise ConfigError(f"optim.cuda_graph=true runs in one process (the step's cross-rank collectives are not "
+                          f"captured); this run has {dist.world_size} ranks")
+    return optim.CapturedStep(optimizer)
 
 
 def train(cfg: Config, dist: DistInfo) -> None:

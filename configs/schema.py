@@ -169,6 +169,9 @@ class Config(Section):
         if self.train.hellaswag_every and not self.data.hellaswag:
             raise ConfigError(f"train.hellaswag_every={self.train.hellaswag_every} needs data.hellaswag (a HellaSwag "
                               f"jsonl, e.g. tests/evals/data/hellaswag_small.jsonl, or a hub dataset id)")
+        if self.optim.cuda_graph and self.train.device == "cpu":
+            raise ConfigError("optim.cuda_graph=true captures the step in a CUDA graph; train.device='cpu' has none "
+                              "(set train.device to 'cuda' or 'auto' on a GPU machine, or optim.cuda_graph=false)")
         if self.model.vocab_size < 50257 and self.data.dir == "embedded":
             raise ConfigError(f"model.vocab_size ({self.model.vocab_size}) is smaller than the GPT-2 vocabulary "
                               f"(50257) of the embedded corpus")

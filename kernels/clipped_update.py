@@ -9,8 +9,10 @@ Per element, with c = clip_factor(norm) (kernels.clip_factor):
     p = p − lr·u  (decoupled: p = p·(1 − lr·wd) − lr·u)
 Rule none with coupled wd is ``torch.optim.SGD(momentum, weight_decay, nesterov)`` (dampening 0) exactly; rule
 gclip is torch ``clip_grad_norm_`` followed by that ``SGD``.
-If ``norm`` is non-finite nothing is written. A 1-element tensor ``lr`` is used on the device (the torch reference
-path). Parameters may be fp32 or bf16; the math is fp32.
+If ``norm`` is non-finite nothing is written. ``lr`` is a Python float or a 1-element device tensor; the Triton kernel
+always reads it from device memory (a float is first written into a 0-dim tensor), and computes 1 − lr·wd itself, so
+a launch carries no per-step Python number and a CUDA graph of the step replays with whatever lr the tensor holds.
+Parameters may be fp32 or bf16; the math is fp32.
 """
 from __future__ import annotations
 
@@ -109,14 +111,16 @@ def _sgd_block(p_ptr, g_ptr, m_ptr, offsets, mask, c, lr, decay, c_wd, momentum,
 
 
 @triton.jit
-def _clipped_sgd_kernel(rows_ptr, norm_ptr, lr, decay, weight_decay, momentum, gamma, delta, beta,
+def _clipped_sgd_kernel(rows_ptr, norm_ptr, lr_ptr, weight_decay, momentum, gamma, delta, beta,
                         RULE: tl.constexpr, HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
                         COUPLED: tl.constexpr, P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr,
                         M_DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
-    """One program per table row [p, g, (m,) count, tensor index]; reads the norm from device memory and
-    writes nothing when it is NaN or inf. ``decay`` = 1 − lr·wd (decoupled)."""
+    """One program per table row [p, g, (m,) count, tensor index]; reads the norm and lr from device memory and
+    writes nothing when the norm is NaN or inf. ``decay`` = 1 − lr·wd (decoupled)."""
     n = tl.load(norm_ptr)
     if is_finite(n):
+        lr = tl.load(lr_ptr)
+        decay = 1.0 - lr * weight_decay
         pid = tl.program_id(0).to(tl.int64)
         if HAS_MOMENTUM:
             row = rows_ptr + pid * 5
@@ -140,15 +144,24 @@ def _clipped_sgd_kernel(rows_ptr, norm_ptr, lr, decay, weight_decay, momentum, g
                    HAS_MOMENTUM, NESTEROV, COUPLED, True)
 
 
+def device_scalar(value, device: torch.device) -> torch.Tensor:
+    """``value`` (a Python float or 1-element tensor) as a 0-dim fp32 tensor on ``device``: the tensor itself when it
+    already is one (no copy, so a CUDA graph sees the caller's storage), else a fill without a host sync."""
+    if isinstance(value, torch.Tensor):
+        return value.reshape(()).to(device=device, dtype=torch.float32)
+    return torch.full((), value, dtype=torch.float32, device=device)
+
+
 def clipped_sgd_update_triton(table: ChunkTable, norm, *, lr, rule, gamma, delta, beta, momentum, nesterov,
                               weight_decay, weight_decay_mode) -> None:
-    """Launcher: one launch per dtype signature of (param, grad, momentum) rows in the table."""
+    """Launcher: one launch per dtype signature of (param, grad, momentum) rows in the table. The per-step values
+    (norm, lr) travel as device tensors; every other argument is a setting of the parameter group."""
     norm = norm.reshape(()).to(device=table.device, dtype=torch.float32)
+    lr = device_scalar(lr, table.device)
     with device_guard(table.device):
         for group in table.groups:
             m_dtype = group.dtypes[2] if momentum > 0 else group.dtypes[1]
-            launch(_clipped_sgd_kernel, (group.num_rows,), group.rows, norm, lr, 1.0 - lr * weight_decay,
-                   weight_decay, momentum, float(gamma or 0.0), delta, beta,
+            launch(_clipped_sgd_kernel, (group.num_rows,), group.rows, norm, lr, weight_decay, momentum, float(gamma or 0.0), delta, beta,
                    RULE=CLIP_RULES.index(rule), HAS_MOMENTUM=momentum > 0, NESTEROV=nesterov,
                    COUPLED=weight_decay_mode == "coupled", P_DTYPE=TL_DTYPES[group.dtypes[0]],
                    G_DTYPE=TL_DTYPES[group.dtypes[1]], M_DTYPE=TL_DTYPES[m_dtype], ALIGNED=group.aligned,
@@ -205,8 +218,7 @@ def clipped_sgd_update_(params, grads, momenta, norm, *, lr, rule, gamma=None, d
             raise ValueError(f"kernels.{op}: params is empty but grads/momenta are not")
         return
     named = {"params": params, "grads": grads, "momenta": momenta}
-    # a tensor lr runs the reference
-    table = None if isinstance(lr, torch.Tensor) else triton_table(backend, named, op=op, plans=plans)
+    table = triton_table(backend, named, op=op, plans=plans)
     if table is not None:
         clipped_sgd_update_triton(table, norm, **kwargs)
         return

@@ -41,7 +41,7 @@ class Variant:
 
 
 def _sgd(dtype, m_dtype=tl.float32, nesterov=False):
-    sig = dict(rows_ptr="*i64", norm_ptr="*fp32", lr="fp32", decay="fp32", weight_decay="fp32", momentum="fp32",
+    sig = dict(rows_ptr="*i64", norm_ptr="*fp32", lr_ptr="*fp32", weight_decay="fp32", momentum="fp32",
                gamma="fp32", delta="fp32", beta="fp32")
     consts = dict(RULE=2, HAS_MOMENTUM=True, NESTEROV=nesterov, COUPLED=False, P_DTYPE=dtype, G_DTYPE=dtype,
                   M_DTYPE=m_dtype, ALIGNED=True, BLOCK=clipped_update.BLOCK)

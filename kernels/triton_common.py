@@ -77,11 +77,13 @@ def is_finite(x):
 
 
 class LaunchCounter:
-    """Counts kernel launches made through :func:`launch` (tests check launches per optimizer step)."""
+    """Counts kernel launches made through :func:`launch` (tests check launches per optimizer step) and keeps each
+    launch's arguments (tests check that no per-step Python number reaches a kernel: a CUDA graph would freeze it)."""
 
     def __init__(self) -> None:
         self.count = 0
         self.names: list[str] = []
+        self.calls: list[tuple[str, tuple, tuple, dict]] = []  # (kernel name, grid, args, kwargs)
 
 
 _counters: list[LaunchCounter] = []
@@ -105,8 +107,10 @@ def device_guard(device: torch.device):
 def launch(kernel, grid: tuple[int, ...], *args, **kwargs) -> None:
     """Launch ``kernel[grid](*args, **kwargs)``; every Triton launch in this package goes through here."""
     for counter in _counters:
+        name = getattr(kernel, "__name__", None) or kernel.fn.__name__
         counter.count += 1
-        counter.names.append(getattr(kernel, "__name__", None) or kernel.fn.__name__)
+        counter.names.append(name)
+        counter.calls.append((name, grid, args, kwargs))
     kernel[grid](*args, **kwargs)
 
 

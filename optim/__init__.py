@@ -10,6 +10,7 @@ import torch
 
 from .adamw import AdamW
 from .base import with_settings_of
+from .capture import CapturedStep
 from .clipped_sgd import SGD, ClippedSGD, DeltaGClip, GClip, NormalizedSGD
 from .config import GroupRule, GroupRules, GRConfig, OPTIMIZER_NAMES, OptimConfig
 from .gr import GradientRegularization
@@ -55,7 +56,7 @@ def step_stats(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
 
 
 __all__ = [
-    "AdamW", "ClippedSGD", "ClippedScion", "DeltaGClip", "GClip", "GRConfig", "GradientRegularization", "GroupRule",
+    "AdamW", "CapturedStep", "ClippedSGD", "ClippedScion", "DeltaGClip", "GClip", "GRConfig", "GradientRegularization", "GroupRule",
     "GroupRules", "LMOSpec", "Muon", "NormalizedSGD", "OPTIMIZER_NAMES", "OptimConfig", "REGISTRY", "SGD", "Scion",
     "build", "build_param_groups", "describe_assignment", "describe_groups", "dual_norm", "layer_norm", "lmo", "lmo_many",
     "newton_schulz5", "orthogonalize", "resolve_roles", "step_stats", "with_settings_of",

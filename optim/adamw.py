@@ -142,6 +142,7 @@ class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
         work = groups_with_grads(self.param_groups)
         if not work:
             return loss
+        self._begin_step()
         grad_scale = getattr(self, "grad_scale", None)  # set by GradScaler.step around this call
         found_inf = getattr(self, "found_inf", None)
         grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
@@ -158,7 +159,7 @@ class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
             lists = [local_list([s[k] for s in states]) for k in ("exp_avg", "exp_avg_sq", "step")]
             params, grads = local_list(params), local_list(grads)  # elementwise: local shards under FSDP
             beta1, beta2 = group["betas"]
-            hyper = dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            hyper = dict(lr=self.lr_of(group), beta1=beta1, beta2=beta2, eps=group["eps"],
                          weight_decay=group["weight_decay"], maximize=group["maximize"])
             # the fused kernel reads grad_scale in fp32: fp64 parameters with a scale or clip keep it in fp64 below
             exact = inv_factor is None or all(p.dtype != torch.float64 for p in params)

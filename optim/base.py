@@ -141,15 +141,62 @@ class OptimizerStatsMixin:
         return torch.device("cpu")
 
     def _record(self, ok: torch.Tensor, **stats: torch.Tensor) -> None:
-        """Count the step on the device (skipped if not ``ok``) and keep this step's stats for `stats()`."""
+        """Count the step on the device (skipped if not ``ok``) and keep this step's stats for `stats()`. The
+        counters are updated in place, so a CUDA graph of the step (optim/capture.py) keeps counting on replay."""
         counters = self.__dict__.setdefault("_counters", {})
         bad = (~ok).to(torch.int64)
         for name in COUNTERS:
             if name not in counters:
                 counters[name] = torch.zeros((), dtype=torch.int64, device=ok.device)
-        counters["skipped_steps"] = counters["skipped_steps"] + bad
-        counters["consecutive_skips"] = (counters["consecutive_skips"] + bad) * bad
+        counters["skipped_steps"].add_(bad)
+        counters["consecutive_skips"].add_(bad).mul_(bad)
         self.__dict__["_last_stats"] = {k: v.detach() for k, v in stats.items()}
+
+    # ---------------------------------------------------------------------------------------- lr on the device
+    def keep_lr_on_device(self, enabled: bool = True) -> None:
+        """Step with each group's lr read from a 0-dim fp32 device tensor instead of the Python float.
+
+        ``param_groups[i]["lr"]`` stays what torch's schedulers and checkpoints expect (a float, or a 1-element
+        tensor); at the start of every ``step()`` the optimizer writes it into its own device tensor for the group
+        (:meth:`load_lrs`: a fill launch, no host sync) and hands the kernels that tensor. No launch of the step
+        then carries a per-step Python number, so a CUDA graph of the step (optim/capture.py) replays with the
+        current lr once :meth:`load_lrs` has run before the replay. A per-process binding (like `agree_across`):
+        not part of the state dict, not pickled. The trainer turns it on for CUDA runs (trainer/build)."""
+        self.__dict__["_lr_on_device"] = bool(enabled)
+        self.__dict__.pop("_lr_tensors", None)
+
+    @property
+    def lr_on_device(self) -> bool:
+        return bool(self.__dict__.get("_lr_on_device"))
+
+    def load_lrs(self) -> None:
+        """Write every group's current lr into its device tensor (created once, on the parameters' device)."""
+        if not self.lr_on_device:
+            return
+        tensors = self.__dict__.get("_lr_tensors")
+        if tensors is None or len(tensors) != len(self.param_groups):
+            device = self._counter_device()
+            tensors = self.__dict__["_lr_tensors"] = [torch.zeros((), dtype=torch.float32, device=device)
+                                                      for _ in self.param_groups]
+        for t, group in zip(tensors, self.param_groups):
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):
+                t.copy_(lr.detach().reshape(()))
+            else:
+                t.fill_(lr)
+
+    def _begin_step(self) -> None:
+        """Start of every step(): the lrs into their device tensors, unless a captured step did it before replay."""
+        if not self.__dict__.get("_lrs_loaded_by_caller"):
+            self.load_lrs()
+
+    def lr_of(self, group: dict):
+        """The lr ``group`` steps with: its device tensor when :meth:`keep_lr_on_device` is on, else ``group["lr"]``."""
+        if self.lr_on_device:
+            for t, g in zip(self.__dict__["_lr_tensors"], self.param_groups):
+                if g is group:
+                    return t
+        return group["lr"]
 
     def state_buffer(self, p: torch.Tensor, name: str) -> torch.Tensor:
         """``self.state[p][name]``, created as zeros on first use only (lazy state, no per-step allocation)."""
@@ -157,6 +204,16 @@ class OptimizerStatsMixin:
         buf = state.get(name)
         if buf is None:
             buf = state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return buf
+
+    def scratch_buffer(self, p: torch.Tensor, name: str) -> torch.Tensor:
+        """A per-parameter work buffer (like :meth:`state_buffer`, created once) that is not optimizer state: never
+        saved, not copied. A step that writes its temporaries (e.g. LMO directions) here keeps their addresses from
+        step to step, so the chunk tables over them are built once and a CUDA graph of the step stays valid."""
+        buffers = self.__dict__.setdefault("_scratch", {}).setdefault(name, {})
+        buf = buffers.get(p)
+        if buf is None:
+            buf = buffers[p] = torch.empty_like(p, memory_format=torch.contiguous_format)
         return buf
 
     @property

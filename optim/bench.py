@@ -11,8 +11,10 @@ tied (50304, d) embedding/head; no norm gains); ``anchor`` is untied GPT-2 124M 
 162.2M elements (embedding and head 50304 x 768, 12 x (qkv, proj, fc, mlp proj, two 768 norm gains)).
 Gradients are fixed random tensors; a time is the median of `--steps` timed calls after `--warmup` untimed ones
 (CUDA-synchronized on GPU). `--compare` adds, for delta-GClip with heavy-ball momentum (coupled weight decay 0):
-our `DeltaGClip.step()`, the same math as eager torch foreach ops, that function under `torch.compile` (with CUDA
-graphs on a GPU: mode "reduce-overhead") and fused AdamW. The torch versions leave out the non-finite skip.
+our `DeltaGClip.step()` (and on a GPU its CUDA-graph replay), the same math as eager torch foreach ops, that function
+under `torch.compile` (and on a GPU with CUDA graphs, mode "reduce-overhead"), fused AdamW and the copy-bandwidth floor
+of the step's 6 passes. The torch versions leave out the non-finite skip. `--captured` times every optimizer's step
+replayed from a CUDA graph beside the eager one (optim.cuda_graph, GPU only).
 """
 from __future__ import annotations
 
@@ -81,9 +83,27 @@ def _median_ms(fn, device: torch.device, steps: int, warmup: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def compare_dgclip(named, *, steps: int, warmup: int, compile_mode: str | None = None) -> dict:
-    """The whole delta-GClip + momentum step, ours against the same math in torch, and fused AdamW."""
+def timed_step(optimizer, capture: bool):
+    """``optimizer.step``, or with ``capture`` its CUDA-graph replay (optim.CapturedStep, 2 eager warm-up steps)."""
+    if not capture:
+        return optimizer.step
+    from .capture import CapturedStep
+    return CapturedStep(optimizer, warmup=2)
+
+
+def copy_floor_ms(numel: int, passes: int, device: torch.device, steps: int, warmup: int) -> float:
+    """The time ``passes`` fp32 passes over ``numel`` elements take at this device's copy bandwidth (a copy is 2)."""
+    src = torch.ones(numel, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    return _median_ms(lambda: dst.copy_(src), device, steps, warmup) * passes / 2
+
+
+def compare_dgclip(named, *, steps: int, warmup: int, with_compile: bool = True) -> dict:
+    """The whole delta-GClip + momentum step, ours (eager and, on CUDA, replayed from a CUDA graph) against the same
+    math in torch (eager foreach; torch.compile; torch.compile with CUDA graphs on CUDA), fused AdamW, and the copy
+    bandwidth floor of the step's 6 passes (norm: read g; update: read g, m, p, write m, p)."""
     device = named[0][1].device
+    cuda = device.type == "cuda"
     hyper = dict(lr=0.1, gamma=1.0, delta=1e-3, momentum=0.9)
 
     def fresh():
@@ -92,46 +112,45 @@ def compare_dgclip(named, *, steps: int, warmup: int, compile_mode: str | None =
             new.grad = old.grad.clone()
         return out
 
-    ours = REGISTRY["dgclip"].build(fresh(), OptimConfig(name="dgclip", lr=hyper["lr"], gamma=hyper["gamma"],
-                                                         delta=hyper["delta"], momentum=hyper["momentum"]))
+    def ours():
+        return REGISTRY["dgclip"].build(fresh(), OptimConfig(name="dgclip", lr=hyper["lr"], gamma=hyper["gamma"],
+                                                             delta=hyper["delta"], momentum=hyper["momentum"]))
+
     adamw = REGISTRY["adamw"].build(fresh(), OptimConfig(name="adamw"))
     params = [p.detach() for _, p in fresh()]  # plain tensors: updated in place outside autograd
     grads, momenta = [p.grad for _, p in named], [torch.zeros_like(p) for p in params]
-    mode = compile_mode or ("reduce-overhead" if device.type == "cuda" else "default")
-    compiled = torch.compile(dgclip_momentum_foreach, mode=mode)
-    results = {
-        "ours": _median_ms(ours.step, device, steps, warmup),
-        "torch_eager_foreach": _median_ms(lambda: dgclip_momentum_foreach(params, grads, momenta, **hyper),
-                                          device, steps, warmup),
-        f"torch_compile_{mode}": _median_ms(lambda: compiled(params, grads, momenta, **hyper), device, steps,
-                                            max(warmup, 3)),
-        "fused_adamw": _median_ms(adamw.step, device, steps, warmup),
-    }
+
+    def torch_step(fn):
+        return lambda: fn(params, grads, momenta, **hyper)
+
+    results = {"ours": _median_ms(ours().step, device, steps, warmup)}
+    if cuda:
+        results["ours_cuda_graph"] = _median_ms(timed_step(ours(), True), device, steps, max(warmup, 3))
+    results["torch_eager_foreach"] = _median_ms(torch_step(dgclip_momentum_foreach), device, steps, warmup)
+    for mode in (("default", "reduce-overhead") if cuda else ("default",)) if with_compile else ():
+        torch._dynamo.reset()  # each mode compiles from scratch
+        key = "torch_compile" if mode == "default" else "torch_compile_cuda_graph"
+        results[key] = _median_ms(torch_step(torch.compile(dgclip_momentum_foreach, mode=mode)), device, steps,
+                                  max(warmup, 3))
+    results["fused_adamw"] = _median_ms(adamw.step, device, steps, warmup)
+    numel = sum(p.numel() for _, p in named)
+    results["copy_floor_6_passes"] = copy_floor_ms(numel, 6, device, steps, warmup)
     return {"step_ms": results, "vs_ours": {k: v / results["ours"] for k, v in results.items()},
-            "hyperparameters": hyper, "compile_mode": mode}
+            "hyperparameters": hyper, "compile": with_compile}
 
 
-def time_optimizer(name: str, named, *, steps: int, warmup: int, ns_dtype: str) -> float:
+def time_optimizer(name: str, named, *, steps: int, warmup: int, ns_dtype: str, capture: bool = False) -> float:
     kwargs = dict(HYPERPARAMETERS.get(name, {}))
     if name == "muon" or "scion" in name:
         kwargs["ns_dtype"] = ns_dtype
     optimizer = REGISTRY[name].build(named, OptimConfig(name=name, **kwargs))
     device = named[0][1].device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        optimizer.step()
-    times = []
-    for _ in range(steps):
-        sync()
-        t0 = time.perf_counter()
-        optimizer.step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return _median_ms(timed_step(optimizer, capture), device, steps, max(warmup, 3) if capture else warmup)
 
 
 def run(size: str = "124m", steps: int = 20, warmup: int = 3, names: list[str] | None = None,
-        device: str | None = None, ns_dtype: str = "bfloat16", compare: bool = False) -> dict:
+        device: str | None = None, ns_dtype: str = "bfloat16", compare: bool = False, captured: bool = False,
+        with_compile: bool = True) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     named = parameter_set(**SIZES[size], device=device)
     names = names or list(REGISTRY)
@@ -141,6 +160,11 @@ def run(size: str = "124m", steps: int = 20, warmup: int = 3, names: list[str] |
         for (_, new), (_, old) in zip(fresh, named):
             new.grad = old.grad.clone()
         results[name] = {"step_ms": time_optimizer(name, fresh, steps=steps, warmup=warmup, ns_dtype=ns_dtype)}
+        if captured and device.type == "cuda":  # the same step replayed from a CUDA graph (optim.cuda_graph)
+            for (_, p), (_, old) in zip(fresh, named):
+                p.grad.copy_(old.grad)
+            ms = time_optimizer(name, fresh, steps=steps, warmup=warmup, ns_dtype=ns_dtype, capture=True)
+            results[name].update(captured_step_ms=ms, captured_speedup=results[name]["step_ms"] / ms)
     base = results.get("adamw", {}).get("step_ms")
     for entry in results.values():
         entry["vs_fused_adamw"] = entry["step_ms"] / base if base else None
@@ -148,13 +172,15 @@ def run(size: str = "124m", steps: int = 20, warmup: int = 3, names: list[str] |
     for clipped, plain in (("unconstrained_clipped_scion", "unconstrained_scion"), ("clipped_scion", "scion")):
         if clipped in results and plain in results:
             overhead[clipped] = results[clipped]["step_ms"] / results[plain]["step_ms"] - 1
-    comparison = compare_dgclip(named, steps=steps, warmup=warmup) if compare else None
+    comparison = compare_dgclip(named, steps=steps, warmup=warmup, with_compile=with_compile) if compare else None
     return {
         "benchmark": "optimizer step time", "size": size, "shapes": SIZES[size],
         "numel": sum(p.numel() for _, p in named), "tensors": len(named), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "ns_dtype": ns_dtype, "steps": steps, "warmup": warmup,
         "results": results, "clipping_overhead_vs_unclipped": overhead, "dgclip_comparison": comparison,
+        "captured": ("per optimizer: captured_step_ms" if device.type == "cuda" else "not available: needs CUDA")
+        if captured else None,
         "targets": "clipped_scion clipping < 2% of the Scion step; dgclip no slower than fused AdamW",
     }
 
@@ -182,13 +208,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="*", default=None, help="optimizer names (default: all)")
     parser.add_argument("--compare", action="store_true", help="also time the delta-GClip + momentum step against "
                                                                "eager foreach, torch.compile and fused AdamW")
+    parser.add_argument("--captured", action="store_true", help="also time each step replayed from a CUDA graph "
+                                                                "(optim.cuda_graph; CUDA only)")
+    parser.add_argument("--no-compile", action="store_true", help="--compare without the torch.compile variants "
+                                                                  "(quick CPU runs)")
     add_results_arguments(parser, "benchmarks/results/optim-step-<device>-<size>.json")
     args = parser.parse_args(argv)
     refuse_existing_out(args.out, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(header(args.size, args.device, args.ns_dtype, args.steps, args.warmup), flush=True)
-    report = run(args.size, args.steps, args.warmup, args.only, args.device, args.ns_dtype, args.compare)
+    report = run(args.size, args.steps, args.warmup, args.only, args.device, args.ns_dtype, args.compare,
+                 args.captured, not args.no_compile)
     tag = "cpu" if report["device"] == "cpu" else report["device_name"].lower().replace(" ", "-")
     default = Path(f"benchmarks/results/optim-step-{tag}-{args.size}.json")
     out = results_path(args.out, default, args.overwrite)

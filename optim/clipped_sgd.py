@@ -83,6 +83,7 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
         work = groups_with_grads(self.param_groups)
         if not work:
             return loss
+        self._begin_step()
         global_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
         nan = torch.full_like(global_norm, float("nan"))
         factors = []  # per group / per tensor clip factors (their mean is reported)
@@ -104,7 +105,7 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
                     norm = torch.where(ok, norm, nan)
                     factors.append(kernels.clip_factor(norm, **self._clip_kwargs(group)))
                 kernels.clipped_sgd_update_(  # elementwise: on the local shards when sharded (FSDP)
-                    local_list(ps), local_list(gs), local_list(ms), norm, lr=group["lr"],
+                    local_list(ps), local_list(gs), local_list(ms), norm, lr=self.lr_of(group),
                     momentum=group["momentum"],
                     nesterov=group["nesterov"], weight_decay=float(group["weight_decay"]),
                     weight_decay_mode=group["weight_decay_mode"], backend=self.backend,

@@ -29,7 +29,7 @@ class OptimizerSpec:
 
 
 # Keys every optimizer reads (never reported as unused).
-COMMON_KEYS = frozenset({"name", "lr", "backend", "groups", "gr"})
+COMMON_KEYS = frozenset({"name", "lr", "backend", "groups", "gr", "cuda_graph"})
 _SGD = frozenset({"momentum", "nesterov", "weight_decay", "weight_decay_mode"})
 _SCION = frozenset({"alpha", "ns_steps", "ns_dtype", "split_orthogonalization", "spectral_lmo"})
 _CLIPPED_SCION = _SCION | {"rho", "rho_scaling", "clamp_gap"}
@@ -208,6 +208,9 @@ class OptimConfig(Section):
                               "the host on CUDA)")
     split_orthogonalization: bool = field(True, help="under DDP each rank orthogonalizes its share of the "
                                                      "matrices")
+    cuda_graph: bool = field(
+        False, help="record optimizer.step() in a CUDA graph after 3 eager warm-up steps and replay it every step "
+                    "(one process on CUDA; lr and every per-step value read from device memory, optim/capture.py)")
     groups: GroupRules = field(default_factory=GroupRules, help="parameter-group rules by parameter name")
     gr: GRConfig = field(default_factory=GRConfig, help="gradient regularization (training-step option)")
 

@@ -61,42 +61,49 @@ def spectral_scale(shape: tuple[int, ...], spec: LMOSpec) -> float:
 
 
 def lmo(d: torch.Tensor, spec: LMOSpec, *, orthogonalized: torch.Tensor | None = None, ns_steps: int = 5,
-        ns_dtype: torch.dtype = torch.bfloat16, method: str = "newton_schulz") -> torch.Tensor:
-    """lmo(d) of one tensor (new tensor, d's dtype). For spectral, pass `orthogonalized` (≈UV^T of d) to reuse a
+        ns_dtype: torch.dtype = torch.bfloat16, method: str = "newton_schulz",
+        out: torch.Tensor | None = None) -> torch.Tensor:
+    """lmo(d) of one tensor (d's dtype), written into ``out`` when given (a buffer of d's shape and dtype that the
+    caller keeps across steps), else a new tensor. For spectral, pass `orthogonalized` (≈UV^T of d) to reuse a
     batch; `method="svd"` uses the exact UV^T (optim/newton_schulz.py)."""
     M = _math_view(d, spec)
+    if out is None:
+        out = torch.empty_like(d, memory_format=torch.contiguous_format)
     if spec.norm == "spectral":
         O = orthogonalized if orthogonalized is not None else orthogonalize(
             [d], steps=ns_steps, dtype=ns_dtype, split_across_ranks=False, method=method)[0]
-        return O * (-spectral_scale(tuple(d.shape), spec))
+        return torch.mul(O, -spectral_scale(tuple(d.shape), spec), out=out)
     if spec.norm == "sign":
         c = M.size(1) if spec.is_normalized else 1
-        return torch.sign(d) * (-1.0 / c)
+        return torch.mul(torch.sign(d), -1.0 / c, out=out)
+    if spec.norm == "bias_rms":
+        rms = d.norm() / math.sqrt(d.numel())
+        return torch.div(d, -(rms + _EPS), out=out)  # = -d / (rms + eps) exactly: IEEE division is sign-symmetric
     if spec.norm == "colnorm":
         d_out, d_in = M.shape
-        col = M.norm(dim=0, keepdim=True) / math.sqrt(d_out) * (d_in if spec.is_normalized else 1)
-        out = -M / (col + _EPS)
-    elif spec.norm == "rownorm":
+        denom = M.norm(dim=0, keepdim=True) / math.sqrt(d_out) * (d_in if spec.is_normalized else 1) + _EPS
+    else:  # rownorm
         d_in = M.size(1)
-        row = M.norm(dim=1, keepdim=True) * (math.sqrt(d_in) if spec.is_normalized else 1)
-        out = -M / (row + _EPS)
-    else:  # bias_rms
-        rms = d.norm() / math.sqrt(d.numel())
-        return -d / (rms + _EPS)
-    return out.mT if spec.transpose else out
+        denom = M.norm(dim=1, keepdim=True) * (math.sqrt(d_in) if spec.is_normalized else 1) + _EPS
+    torch.div(M, -denom, out=out.mT if spec.transpose else out)
+    return out
 
 
 def lmo_many(ds: list[torch.Tensor], specs: list[LMOSpec], *, ns_steps: int = 5,
              ns_dtype: torch.dtype = torch.bfloat16, split_across_ranks: bool = True,
-             process_group=None, method: str = "newton_schulz") -> list[torch.Tensor]:
-    """lmo of every tensor; all spectral ones go through one batched (and rank-split) orthogonalization call."""
+             process_group=None, method: str = "newton_schulz", out: list[torch.Tensor] | None = None
+             ) -> list[torch.Tensor]:
+    """lmo of every tensor; all spectral ones go through one batched (and rank-split) orthogonalization call.
+    ``out`` (one buffer per tensor, kept by the caller) receives the results, so their addresses stay put from
+    step to step (the optimizer's chunk tables over them are built once)."""
     spectral = [i for i, s in enumerate(specs) if s.norm == "spectral"]
     for i in spectral:
         _math_view(ds[i], specs[i])
     ortho = orthogonalize([ds[i] for i in spectral], steps=ns_steps, dtype=ns_dtype,
                           split_across_ranks=split_across_ranks, process_group=process_group, method=method)
     by_index = dict(zip(spectral, ortho))
-    return [lmo(d, s, orthogonalized=by_index.get(i)) for i, (d, s) in enumerate(zip(ds, specs))]
+    outs = out if out is not None else [None] * len(ds)
+    return [lmo(d, s, orthogonalized=by_index.get(i), out=o) for i, (d, s, o) in enumerate(zip(ds, specs, outs))]
 
 
 def spectral_norm_estimate(M: torch.Tensor, iters: int) -> torch.Tensor:

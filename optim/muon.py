@@ -99,6 +99,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         work = groups_with_grads(self.param_groups)
         if not work:
             return loss
+        self._begin_step()
         grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
         okf = ok.to(grad_norm.dtype)  # float64 when the gradients are
         work = [(group, params, local_list(grads)) for group, params, grads in work]  # FSDP: this rank's rows
@@ -144,13 +145,13 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
                                   split_across_ranks=self.split_across_ranks, process_group=self.process_group,
                                   method=self.spectral_lmo)
         for (group, p, shape_scale), o in zip(targets, ortho):
-            lr = group["lr"]  # a float, or a 1-element tensor used on the device
+            lr = self.lr_of(group)  # a float, or a 1-element tensor used on the device
             p.mul_(1 - lr * float(group["weight_decay"]) * okf)
             p.add_(o * (-lr * shape_scale * okf))
 
     def _adamw_step(self, group, params, grads, ok, okf) -> None:
         beta1, beta2 = group["betas"]
-        lr, wd, eps = group["lr"], float(group["weight_decay"]), float(group["eps"])
+        lr, wd, eps = self.lr_of(group), float(group["weight_decay"]), float(group["eps"])
         # scalars in the parameters' math dtype (fp32, fp64 for fp64 parameters), as torch.optim.AdamW's
         dtype = torch.promote_types(params[0].dtype, torch.float32)
         # a skipped step keeps the moments: m = 1*m + 0*0 (torch.full: a device fill, no host-to-device copy)

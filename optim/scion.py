@@ -112,6 +112,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
     def step(self, closure=None):
         loss = run_closure(closure)
         params, grads, ds, specs, radii, lrs, alphas, splits = [], [], [], [], [], [], [], []
+        self._begin_step()
         for group in self.param_groups:
             ps, gs = params_with_grads(group)
             spec = LMOSpec(group["norm"], group["normalized"], group["transpose"])
@@ -122,7 +123,7 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                 ds.append(self.state_buffer(p, "momentum_buffer"))
                 specs.append(spec)
                 radii.append(float(group["radius"]))
-                lrs.append(group["lr"])
+                lrs.append(self.lr_of(group))
                 alphas.append(float(group["alpha"]))
                 splits.append(sizes.get(p))
         if not params:
@@ -143,12 +144,15 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
             params, ds = local_list(params), local_list(ds)
         else:
             # every piece of a split parameter (q, k, v of a fused qkv) is a layer of its own from here on
-            layers = [(x, d, spec, r, lr) for p, d_full, spec, r, lr, sizes in zip(params, ds, specs, radii, lrs, splits)
-                      for x, d in zip(split_pieces(p, sizes), split_pieces(d_full, sizes))]
-            params, ds, specs, radii, lrs = (list(column) for column in zip(*layers))
+            # the directions land in buffers kept across steps (scratch_buffer): their chunk tables are built once
+            layers = [(x, d, o, spec, r, lr)
+                      for p, d_full, spec, r, lr, sizes in zip(params, ds, specs, radii, lrs, splits)
+                      for x, d, o in zip(split_pieces(p, sizes), split_pieces(d_full, sizes),
+                                         split_pieces(self.scratch_buffer(p, "direction"), sizes))]
+            params, ds, outs, specs, radii, lrs = (list(column) for column in zip(*layers))
             directions = lmo_many(ds, specs, ns_steps=self.ns_steps, ns_dtype=self.ns_dtype,
                                   split_across_ranks=self.split_across_ranks, process_group=self.process_group,
-                                  method=self.spectral_lmo)
+                                  method=self.spectral_lmo, out=outs)
         nan = torch.full_like(grad_norm, float("nan"))
         stats = {"grad_norm": grad_norm}
         if self.rho is None:

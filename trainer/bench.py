@@ -8,8 +8,9 @@ Each optimizer runs the real trainer (a subprocess, fresh out_dir) on the embedd
 model shapes of ``--config`` and one GPU's micro-batch as the global batch (no accumulation, no
 evaluation, no checkpoint until the end). The first ``--warmup`` steps (compilation, allocator
 warm-up) are dropped; the table and ``benchmarks/results/train-<device>.json`` report the median
-step time, tokens/s, MFU (non-embedding-inclusive 6N + attention FLOPs, see ``model.flops_per_token``)
-and the step-time ratio to the first optimizer listed (the AdamW baseline by default).
+step time, tokens/s, MFU (non-embedding-inclusive 6N + attention FLOPs, see ``model.flops_per_token``),
+the median breakdown of a step (taking the batch, forward+backward, optimizer step, the host read; device
+time on a GPU, from trainer.passes.StepClock) and the step-time ratio to the first optimizer listed (the AdamW baseline by default).
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def summarize(records: list[dict], warmup: int) -> dict:
     step_time = statistics.median(r["step_time_s"] for r in timed)
     tokens = records[0]["tokens"]  # tokens of one step (the first record is step 1)
     mfus = [r["mfu"] for r in timed if r.get("mfu") is not None]
+    breakdown = {part: statistics.median(r[f"time_{part}_s"] for r in timed) * 1e3
+                 for part in ("data", "fwd_bwd", "optimizer", "host_read") if f"time_{part}_s" in timed[0]}
     return {"steps_timed": len(timed), "median_step_time_s": step_time, "tokens_per_step": tokens,
             "tokens_per_s": tokens / step_time, "mfu": statistics.median(mfus) if mfus else None,
-            "final_train_loss": records[-1]["train_loss"]}
+            "breakdown_ms": breakdown, "final_train_loss": records[-1]["train_loss"]}
 
 
 def main(argv: list[str] | None = None) -> int:

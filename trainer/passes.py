@@ -4,6 +4,7 @@ the step's one host read, and the validation loss. The loop itself is train_gpt.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable
 
 import torch
@@ -60,6 +61,33 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
         return all_reduce_sum(total) / world
 
     return backward
+
+
+class StepClock:
+    """Marks between the parts of a step: CUDA events on a GPU (recorded without a sync, read after the step's host
+    read, when they have completed), host clock readings elsewhere (CPU work is done when the call returns)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list = []
+        self.host_start: float | None = None
+
+    def mark(self) -> None:
+        if self.host_start is None:
+            self.host_start = time.perf_counter()
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def durations(self) -> list[float]:
+        """Seconds between consecutive marks (call after the device finished, e.g. after the host read)."""
+        pairs = zip(self.marks, self.marks[1:])
+        if self.cuda:
+            return [a.elapsed_time(b) / 1e3 for a, b in pairs]
+        return [b - a for a, b in pairs]
 
 
 def host_values(tensors: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from configs.base import to_dict
 from trainer import checkpoint, parallel
 from trainer.distributed import DistInfo, all_gather_objects, broadcast_object
 from trainer.grad_memory import GradBytes
-from trainer.passes import host_values, make_backward
+from trainer.passes import StepClock, host_values, make_backward
 from trainer.metrics import MetricsWriter
 from trainer.resume import restore, rng_state
 
@@ -38,6 +38,7 @@ class TrainState:
     consecutive_skips: int = 0  # of the last step, from the optimizer's device counter
     parameters: list[torch.Tensor] = field(default_factory=list)
     measure_grad_bytes: bool = True  # the next step reports grad_bytes_per_rank (the first step of the process)
+    optimizer_step: Optional[Callable[[], Any]] = None  # replaces optimizer.step() (optim.CapturedStep)
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -78,28 +79,39 @@ def train_step(state: TrainState, regularizer, *, prefetch: bool = True) -> dict
     The optimizer owns the gradient facts: it takes the global norm, the clip factor and the non-finite skip on
     the device, and its stats (``grad_norm``, ``clip_factor``, ..., ``skipped_steps``, ``consecutive_skips``)
     come back with the loss. With ``prefetch`` the next batch is read and copied while the device finishes.
+    The step's time is broken down (trainer.passes.StepClock: device time on CUDA, no sync) into ``time_data_s``
+    (taking the batch), ``time_fwd_bwd_s``, ``time_optimizer_s`` and ``time_host_read_s`` (the one read: the host
+    waits there for the device to finish the step).
     """
     t0 = time.perf_counter()
     tcfg = state.cfg.train
+    clock = StepClock(state.dist.device)
     batch = state.loader.next_batch()  # int64 on the device (prefetched during the previous step)
     probe = GradBytes(state.raw_model) if state.measure_grad_bytes else None
+    clock.mark()
     backward = make_backward(state.model, batch, state.dist.device, tcfg.dtype, state.parameters,
                              defer_grad_sync=tcfg.fsdp_defer_grad_sync,
                              after_micro_batch=probe.sample if probe is not None else None)
     loss = regularizer.compute(state.parameters, backward, state.step) if regularizer.enabled else backward()
+    clock.mark()
     lr = state.scheduler.get_last_lr()[0]
-    state.optimizer.step()  # owns the step's gradient facts: norm, clip factor and skip, decided on the device
+    (state.optimizer_step or state.optimizer.step)()  # owns the gradient facts: norm, clip factor, skip (on device)
+    clock.mark()
     state.scheduler.step()
     state.step += 1
     if prefetch:
         state.loader.prefetch()  # host reads the next batch while the device finishes this step
     stats = getattr(state.optimizer, "stats", None)
+    t_read = time.perf_counter()
     values = host_values({"train_loss": loss, **(stats() if callable(stats) else {})})  # the step's one host read
+    host_read = time.perf_counter() - t_read
     state.skipped_steps = int(values.pop("skipped_steps", state.skipped_steps))
     state.consecutive_skips = int(values.pop("consecutive_skips", 0))
     extra = {}
     if probe is not None:  # the first step of this process: measured, not from a formula
         extra["grad_bytes_per_rank"] = probe.peak
         state.measure_grad_bytes = False
+    fwd_bwd, optimizer = clock.durations()
     return {"train_loss": values.pop("train_loss"), "lr": lr, **values, **extra,
-            "step_time_s": time.perf_counter() - t0}
+            "step_time_s": time.perf_counter() - t0, "time_data_s": clock.host_start - t0,
+            "time_fwd_bwd_s": fwd_bwd, "time_optimizer_s": optimizer, "time_host_read_s": host_read}

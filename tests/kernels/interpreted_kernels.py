@@ -320,3 +320,75 @@ def test_optimizer_chunk_plan_is_built_once_then_reused():
         p.grad = torch.randn_like(p)  # new storage
     opt.step()
     assert opt.chunk_plans.builds == built + 2
+
+
+# ------------------------------------------------------------------------ lr in device memory (CUDA graphs)
+def test_clipped_sgd_update_tensor_lr_matches_float_lr():
+    params, grads, momenta = make(ODD_SHAPES, seed=0), make(ODD_SHAPES, seed=1), make(ODD_SHAPES, seed=2)
+    ref_p, ref_m = clone(params), clone(momenta)
+    norm = kernels.global_norm(grads, backend="triton")
+    case = dict(rule="dgclip", gamma=0.5, delta=0.3, momentum=0.9, weight_decay=0.1, weight_decay_mode="decoupled")
+    kernels.clipped_sgd_update_(ref_p, grads, ref_m, norm, lr=0.1, backend="triton", **case)
+    lr = torch.tensor(0.1, device=DEVICE)
+    with count_launches() as counter:
+        kernels.clipped_sgd_update_(params, grads, momenta, norm, lr=lr, backend="triton", **case)
+    assert counter.names == ["_clipped_sgd_kernel"]  # a tensor lr runs the kernel, not the reference
+    assert_lists_close(params, ref_p, torch.float32)
+    assert_lists_close(momenta, ref_m, torch.float32)
+
+
+def _frozen_args(calls):
+    """A launch's arguments as a CUDA graph would keep them: numbers by value, tensors by dtype and shape (a
+    tensor made during the step gets the same address on every replay from the graph's memory pool)."""
+    def freeze(v):
+        return ("tensor", v.dtype, tuple(v.shape)) if isinstance(v, torch.Tensor) else v
+    return [(name, grid, tuple(map(freeze, args)), tuple(sorted((k, freeze(v)) for k, v in kwargs.items())))
+            for name, grid, args, kwargs in calls]
+
+
+@pytest.mark.parametrize("name", ["dgclip", "unconstrained_clipped_scion"])
+def test_a_scheduled_lr_reaches_the_kernels_only_through_device_memory(name):
+    """With the lr on the device, every step of a changing schedule launches the same kernels with the same
+    arguments (numbers equal, tensors at the same addresses): a captured step would replay it correctly. The
+    lr still changes the result (equal to the float-lr reference), and no chunk table is rebuilt."""
+    import optim
+    from tests.optim.test_every_optimizer import config, tiny_model
+    cfg = config(name)
+    cfg.backend = "triton"
+    models = [tiny_model(tie=False) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [optim.build(m, cfg) for m in models]
+    opts[0].keep_lr_on_device()
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0 / (s + 1)) for o in opts]
+    params = [list(m.parameters()) for m in models]
+    launches, builds = [], []
+    with override_tuning(chunk_size=1024, max_block=256):  # fewer interpreted programs for the model's tensors
+        last_calls = run_steps(opts, scheds, params, launches, builds)
+    assert launches[0] and launches[1] == launches[0] and launches[2] == launches[0]
+    assert builds[1] == builds[0] == builds[2]
+    lr_addresses = {t.data_ptr() for t in opts[0].__dict__["_lr_tensors"]}
+    for kernel, _, args, _ in last_calls:  # the update reads the optimizer's own lr tensor, not a copy
+        if kernel == "_clipped_sgd_kernel":
+            assert args[2].data_ptr() in lr_addresses
+    assert opts[0].param_groups[0]["lr"] != scheds[0].base_lrs[0]  # the schedule moved (a float, torch's contract)
+
+
+def run_steps(opts, scheds, params, launches, builds):
+    for step in range(3):
+        for ps in params:
+            for i, p in enumerate(ps):
+                g = torch.randn(p.shape, generator=torch.Generator().manual_seed(100 * step + i))
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad.copy_(g)  # storage stays put, as the trainer keeps it
+        with count_launches() as counter:
+            opts[0].step()
+        opts[1].step()
+        launches.append(_frozen_args(counter.calls))
+        builds.append(opts[0].chunk_plans.builds)
+        for s in scheds:
+            s.step()
+        for a, b in zip(*params):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    return counter.calls

@@ -33,8 +33,18 @@ def test_anchor_parameter_set_is_untied_gpt2_124m_without_biases():
 def test_dgclip_comparison_times_the_whole_step_against_torch(tmp_path):
     named = bench.parameter_set(n_layer=1, d=16, vocab=64, device="cpu", untied=True)
     report = bench.compare_dgclip(named, steps=1, warmup=1)
-    assert set(report["step_ms"]) == {"ours", "torch_eager_foreach", "torch_compile_default", "fused_adamw"}
+    assert set(report["step_ms"]) == {"ours", "torch_eager_foreach", "torch_compile", "fused_adamw",
+                                      "copy_floor_6_passes"}  # + ours_cuda_graph, torch_compile_cuda_graph on CUDA
     assert all(ms > 0 for ms in report["step_ms"].values()) and report["vs_ours"]["ours"] == 1.0
+
+
+def test_dgclip_comparison_without_compile_and_captured_slot_on_cpu(tmp_path):
+    report = bench.main(["--size", "small", "--steps", "1", "--warmup", "0", "--device", "cpu", "--only", "dgclip",
+                         "--compare", "--no-compile", "--captured", "--out", str(tmp_path / "o.json")])
+    assert set(report["dgclip_comparison"]["step_ms"]) == {"ours", "torch_eager_foreach", "fused_adamw",
+                                                           "copy_floor_6_passes"}
+    assert report["captured"] == "not available: needs CUDA"
+    assert "captured_step_ms" not in report["results"]["dgclip"]
 
 
 def test_foreach_baseline_is_the_same_update_as_ours():
