@@ -17,6 +17,7 @@ nothing here crosses replicas. The optimizers never run kernels on a DTensor; th
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -146,6 +147,7 @@ def _exchange(send: list[list[torch.Tensor]], recv_numels: list[int], group, dty
               async_op: bool = False):
     """One all-to-all: ``send[r]`` (tensors, flattened in order) goes to rank r; returns what each rank sent here
     (a :class:`Pending` of it with ``async_op``)."""
+    recv_numels = list(recv_numels)
     flat_in = [torch.cat([t.reshape(-1).to(dtype) for t in ts]) if ts else torch.empty(0, dtype=dtype, device=device)
                for ts in send]
     in_splits = [x.numel() for x in flat_in]
@@ -155,6 +157,20 @@ def _exchange(send: list[list[torch.Tensor]], recv_numels: list[int], group, dty
                                   group=group, async_op=async_op)
     return Pending(work, lambda: list(torch.split(buf_out, recv_numels))) if async_op else \
         list(torch.split(buf_out, recv_numels))
+
+
+@functools.lru_cache(maxsize=256)
+def _owner_plan(layouts: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...], owners: tuple[int, ...], rank: int):
+    """The exchange plan of tensors (shape, rows per rank) with ``owners``, seen from ``rank``, built once per
+    parameter set and group: (tensors it owns, elements it receives from each rank when gathering to owners,
+    elements it receives from each rank when scattering back, tensors owned by each rank)."""
+    world = len(layouts[0][1]) if layouts else 0
+    row = [math.prod(shape[1:]) for shape, _ in layouts]
+    mine = tuple(i for i, o in enumerate(owners) if o == rank)
+    by_owner = tuple(tuple(i for i, o in enumerate(owners) if o == src) for src in range(world))
+    gather = tuple(sum(layouts[i][1][src] * row[i] for i in mine) for src in range(world))
+    scatter = tuple(sum(layouts[i][1][rank] * row[i] for i in by_owner[src]) for src in range(world))
+    return mine, gather, scatter, by_owner
 
 
 def gather_to_owners(shards: list[torch.Tensor], layouts: list[RowShards], owners: list[int], *,
@@ -172,8 +188,7 @@ def gather_to_owners(shards: list[torch.Tensor], layouts: list[RowShards], owner
     send = [[] for _ in range(world)]
     for i, (s, owner) in enumerate(zip(shards, owners)):
         send[owner].append(s)
-    mine = [i for i, o in enumerate(owners) if o == rank]
-    recv = [sum(layouts[i].sizes[src] * layouts[i].row_numel for i in mine) for src in range(world)]
+    mine, recv, _, _ = _owner_plan(tuple((lay.shape, lay.sizes) for lay in layouts), tuple(owners), rank)
 
     def assemble(received):
         pieces: dict[int, list[torch.Tensor]] = {i: [] for i in mine}
@@ -201,17 +216,15 @@ def scatter_from_owners(wholes: dict[int, torch.Tensor], layouts: list[RowShards
     rank, world = dist.get_rank(group), layouts[0].world
     send = [[] for _ in range(world)]
     for i in sorted(wholes):
-        starts, sizes = layouts[i].starts, layouts[i].sizes
-        for dst in range(world):
-            send[dst].append(wholes[i][starts[dst]:starts[dst] + sizes[dst]])
-    recv = [sum(layouts[i].sizes[rank] * layouts[i].row_numel for i, o in enumerate(owners) if o == src)
-            for src in range(world)]
+        for dst, part in enumerate(torch.split(wholes[i], list(layouts[i].sizes))):
+            send[dst].append(part)
+    _, _, recv, by_owner = _owner_plan(tuple((lay.shape, lay.sizes) for lay in layouts), tuple(owners), rank)
 
     def rows(received):
         out: list[torch.Tensor | None] = [None] * len(layouts)
         for src in range(world):
             at = 0
-            for i in (i for i, o in enumerate(owners) if o == src):
+            for i in by_owner[src]:
                 n = layouts[i].sizes[rank] * layouts[i].row_numel
                 out[i] = received[src][at:at + n].view(layouts[i].sizes[rank], *layouts[i].shape[1:])
                 at += n
