@@ -42,6 +42,15 @@ def run_train(*args: str, nproc: int = 0, extra_torchrun: tuple[str, ...] = (), 
     return proc
 
 
+def main_in_process(out_dir, *flags: str) -> int:
+    """train_gpt.main on the tiny preset with FAST settings in this process (one thread); its exit status."""
+    import torch
+
+    import train_gpt
+    torch.set_num_threads(1)
+    return train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={out_dir}", *flags])
+
+
 def metrics(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines() if line]
 

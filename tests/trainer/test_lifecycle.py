@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import io
+import sys
 
-import train_gpt
-from tests.helpers import FAST, TINY, run_train
+import pytest
+
+from tests.helpers import main_in_process as _main
+from tests.helpers import run_train
 
 pytestmark = pytest.mark.slow
-
-
-def _main(out, *flags) -> int:
-    torch.set_num_threads(1)
-    return train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={out}", *flags])
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +18,6 @@ def finished(tmp_path_factory):
     """A complete 2-step run and what it printed."""
     out = tmp_path_factory.mktemp("finished") / "run"
     capture = pytest.MonkeyPatch()
-    import io
-    import sys
     buf = io.StringIO()
     capture.setattr(sys, "stdout", buf)
     try:

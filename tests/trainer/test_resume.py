@@ -9,18 +9,14 @@ import subprocess
 import time
 
 import pytest
-import torch
 
-import train_gpt
-from tests.helpers import FAST, REPO_ROOT, TINY, env, losses, metrics, run_train, train_cmd
+from tests.helpers import REPO_ROOT, env, losses, metrics, run_train, train_cmd
+from tests.helpers import main_in_process as _main
 from trainer import checkpoint
 
 pytestmark = pytest.mark.slow
 
 
-def _main(out, *flags) -> int:
-    torch.set_num_threads(1)
-    return train_gpt.main(["--config", TINY, *FAST, f"--train.out_dir={out}", *flags])
 
 
 @pytest.fixture(scope="module")
