@@ -242,6 +242,7 @@ def test_works_under_bf16_autocast_on_cpu(options):
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_autocast_on_cuda():
     model = tiny(**MODERN).cuda()
