@@ -159,10 +159,17 @@ class ValidationSet:
     def batches(self, rank: int, world_size: int, micro_batch_size: int, pad: bool = False):
         """Yield this rank's ``(inputs, targets)`` batches of at most ``micro_batch_size`` sequences; with ``pad``
         the last one is filled up to ``micro_batch_size`` rows of token 0 with ignored targets (-1), so every
-        batch has one shape (a compiled model meets no new shape)."""
+        batch has one shape (a compiled model meets no new shape), and every rank yields the same number of
+        batches (a rank short of sequences yields wholly ignored ones): a sharded (fsdp/hsdp) forward is a
+        collective, so every rank must run as many."""
         mine = list(range(rank, self.num_sequences, world_size))
         t = self.seq_len
-        for i in range(0, len(mine), micro_batch_size):
+        most = len(range(0, self.num_sequences, world_size))  # rank 0 holds the most sequences
+        count = most if pad else len(mine)
+        for i in range(0, count, micro_batch_size):
+            if not mine[i:i + micro_batch_size]:
+                yield torch.zeros(micro_batch_size, t, dtype=torch.long), torch.full((micro_batch_size, t), -1)
+                continue
             rows = torch.tensor(mine[i:i + micro_batch_size])
             index = rows[:, None] * t + torch.arange(t + 1)[None, :]
             window = self.tokens[index]

@@ -153,7 +153,7 @@ def save(out_dir: str | Path, step: int, state: dict, keep: int) -> Path:
     for old in older[:max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
         checksum_path(old).unlink(missing_ok=True)
-        shutil.rmtree(old.with_suffix(".dcp"), ignore_errors=True)  # a sharded checkpoint's tensors
+        shutil.rmtree(tensor_dir(old), ignore_errors=True)  # a sharded checkpoint's tensors
     return final
 
 
@@ -240,10 +240,29 @@ def load(path: Path, step: int | None = None, verify: bool = True, allow_unverif
         raise ValueError("incomplete (no completion marker)")
     if step is not None and state.get("step") != step:
         raise ValueError(f"holds step {state.get('step')}, its name says {step}")
-    if verify and "sharded" in state:  # the tensors of an fsdp run live in a .dcp directory beside it
-        from trainer.sharded_checkpoint import verify as verify_sharded
-        verify_sharded(path, state)
+    if verify and "sharded" in state:  # the tensors of an fsdp/hsdp run live in a directory beside it
+        verify_tensor_dir(path, state)
     return state
+
+
+def tensor_dir(checkpoint_file: Path) -> Path:
+    """The directory beside a checkpoint file that holds a sharded run's tensors (``step_0000100.pt`` ->
+    ``step_0000100.dcp``; its layout is trainer/sharded_checkpoint.py's)."""
+    return checkpoint_file.with_suffix(".dcp")
+
+
+def verify_tensor_dir(checkpoint_file: Path, state: dict) -> None:
+    """Raise ValueError naming what is wrong when the tensor directory of a sharded checkpoint is missing or any of
+    its files' SHA-256 differs from the one the checkpoint file records (``state["sharded"]["files"]``)."""
+    directory = checkpoint_file.with_name(state["sharded"]["dir"])
+    if not directory.is_dir():
+        raise ValueError(f"its tensor directory {directory.name} is missing")
+    for name, digest in state["sharded"]["files"].items():
+        file = directory / name
+        if not file.is_file():
+            raise ValueError(f"{directory.name}/{name} is missing")
+        if file_sha256(file) != digest:
+            raise ValueError(f"checksum mismatch in {directory.name}/{name}: the file changed after it was written")
 
 
 @dataclass
@@ -278,8 +297,8 @@ def quarantine(path: Path) -> Path:
     while target.exists():
         target, n = path.with_name(f"{path.name}.corrupt{n}"), n + 1
     os.replace(path, target)
-    if path.with_suffix(".dcp").is_dir():
-        os.replace(path.with_suffix(".dcp"), target.with_name(target.name + ".dcp"))
+    if tensor_dir(path).is_dir():
+        os.replace(tensor_dir(path), target.with_name(target.name + ".dcp"))
     sums = checksum_path(path)
     if sums.exists():
         os.replace(sums, target.with_name(target.name + ".sha256"))

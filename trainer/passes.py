@@ -117,7 +117,7 @@ def evaluate(model: nn.Module, val_set, *, rank: int, world_size: int, micro_bat
         with autocast_context(device, dtype):
             _, loss = model(x, y, return_logits=False)
         tokens = (y != -1).sum()
-        sums[0] += loss.double() * tokens
+        sums[0] += torch.where(tokens > 0, loss.double() * tokens, 0.0)  # a wholly padded batch's loss is NaN
         sums[1] += tokens
     all_reduce_sum(sums)
     model.train(was_training)

@@ -1,16 +1,20 @@
-"""Sharded checkpoints of fsdp runs: each rank writes its own shards with torch.distributed.checkpoint (DCP).
+"""The sharded layout of checkpoints of fsdp / hsdp runs: the shards written and read with
+torch.distributed.checkpoint (DCP). The checkpoint format (file, checksums, the tensor directory beside it and its
+verification, rotation) is trainer/checkpoint.py's; this module imports it, never the other way round.
 
 A checkpoint of a run whose parameters are sharded is two things beside each other in ``<out_dir>/checkpoints``:
 
-- ``step_0000100.dcp/``: the model's and the optimizer's tensors, written by every rank in parallel (DCP's file
-  format: one ``__<rank>_0.distcp`` per rank and a ``.metadata``), first under a temporary name, renamed when all
-  ranks are done;
+- ``step_0000100.dcp/``: the model's and the optimizer's tensors, written by the ranks of one shard group in
+  parallel (DCP's file format: one ``__<rank>_0.distcp`` per rank of the group and a ``.metadata``; under hsdp the
+  other replicas hold the same shards and write nothing), first under a temporary name, renamed when all ranks are
+  done;
 - ``step_0000100.pt``: the usual checkpoint file (checksummed, atomic, written last, so it marks the checkpoint
   complete) holding everything else: step, schedule, loader, RNG, config, the optimizer's param groups and scalar
   state, the model's tensor shapes, and the SHA-256 of every file of the ``.dcp`` directory.
 
 Loading goes through DCP's resharding: the tensors are read into whatever layout the resuming run has (another world
-size, or whole tensors under ddp / one process), so fsdp and ddp checkpoints move both ways. Whole-model
+size, another shard degree, or whole tensors under ddp / one process), so one process, ddp, fsdp and hsdp
+checkpoints move in every direction. Whole-model
 checkpoints (ddp, one process) stay single ``.pt`` files.
 """
 from __future__ import annotations
@@ -23,18 +27,13 @@ import torch
 import torch.distributed as dist
 
 from optim import sharding
-from trainer.checkpoint import CheckpointWriteError, file_sha256
+from trainer.checkpoint import CheckpointWriteError, file_sha256, tensor_dir
 
 _PLACEHOLDER = "dcp:"  # an optimizer-state value stored in the .dcp directory under this key
 
 
 def is_sharded_run(model: torch.nn.Module) -> bool:
     return any(sharding.is_sharded(p) for p in model.parameters())
-
-
-def dcp_dir(checkpoint_file: Path) -> Path:
-    """The ``.dcp`` directory beside a checkpoint file (``step_0000100.pt`` -> ``step_0000100.dcp``)."""
-    return checkpoint_file.with_suffix(".dcp")
 
 
 def _param_names(optimizer: torch.optim.Optimizer) -> list[str]:
@@ -60,13 +59,25 @@ def _split_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict
     return sd, tensors
 
 
+def _writers(model: torch.nn.Module) -> tuple[bool, object]:
+    """(whether this rank writes, the process group of the writers). Under hsdp the ranks of the first shard group
+    (replica 0) write, every other replica holds the same shards and writes nothing; under fsdp every rank writes."""
+    param = next(p for p in model.parameters() if sharding.is_sharded(p))
+    mesh, shard_dim = param.device_mesh, sharding.shard_dim_of(param)
+    if mesh.ndim == 1:
+        return True, None
+    coordinate = mesh.get_coordinate()
+    return all(c == 0 for d, c in enumerate(coordinate) if d != shard_dim), mesh.get_group(shard_dim)
+
+
 def save_tensors(final_file: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Write the model's and optimizer's tensors of every rank into ``dcp_dir(final_file)`` (a collective); return the
-    entries the checkpoint file carries instead of them (``model_shapes``, ``optimizer`` with placeholders,
-    ``sharded`` with the directory's name and the SHA-256 of each of its files)."""
+    """Write the model's and optimizer's tensors into ``tensor_dir(final_file)`` (a collective: every rank calls it;
+    one shard group writes, see :func:`_writers`); return the entries the checkpoint file carries instead of them
+    (``model_shapes``, ``optimizer`` with placeholders, ``sharded`` with the directory's name and the SHA-256 of
+    each of its files)."""
     import torch.distributed.checkpoint as dcp
 
-    target = dcp_dir(final_file)
+    target = tensor_dir(final_file)
     tmp = target.with_name(f".{target.name}.tmp")
     rank = dist.get_rank()
     if rank == 0:
@@ -76,18 +87,25 @@ def save_tensors(final_file: Path, model: torch.nn.Module, optimizer: torch.opti
     head_optimizer, optimizer_tensors = _split_optimizer_state(optimizer)
     model_state = model.state_dict()
     flat = {f"model/{k}": v for k, v in model_state.items()} | optimizer_tensors
-    try:
-        dcp.save(flat, storage_writer=dcp.FileSystemWriter(str(tmp), sync_files=True))
-    except Exception as err:  # noqa: BLE001 - DCP raises the same error on every rank
+    writes, group = _writers(model)
+    error, mine = None, {}
+    if writes:
+        try:
+            dcp.save(flat, storage_writer=dcp.FileSystemWriter(str(tmp), sync_files=True), process_group=group)
+            prefix = f"__{dist.get_rank(group) if group is not None else rank}_"
+            mine = {p.name: file_sha256(p) for p in tmp.iterdir() if p.name.startswith(prefix)}
+        except Exception as err:  # noqa: BLE001 - reported to every rank below, so all stop the same way
+            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (error, mine))
+    errors = [e for e, _ in gathered if e is not None]
+    if errors:
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointWriteError(f"could not write the sharded tensors of {final_file.name} into {target}: "
-                                   f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; the "
-                                   f"partial directory was removed and the previous checkpoint is intact") from err
-    mine = {p.name: file_sha256(p) for p in tmp.iterdir() if p.name.startswith(f"__{rank}_")}
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, mine)
-    files = {name: digest for part in gathered for name, digest in part.items()}
+                                   f"{errors[0]}; the partial directory was removed and the previous checkpoint "
+                                   f"is intact")
+    files = {name: digest for _, part in gathered for name, digest in part.items()}
     if rank == 0:
         files[".metadata"] = file_sha256(tmp / ".metadata")
         shutil.rmtree(target, ignore_errors=True)
@@ -95,20 +113,6 @@ def save_tensors(final_file: Path, model: torch.nn.Module, optimizer: torch.opti
     dist.barrier()
     return {"model_shapes": {k: tuple(v.shape) for k, v in model_state.items()}, "optimizer": head_optimizer,
             "sharded": {"dir": target.name, "files": files}}
-
-
-def verify(checkpoint_file: Path, state: dict) -> None:
-    """Raise ValueError naming what is wrong when the ``.dcp`` directory of a sharded checkpoint is missing or any of
-    its files' SHA-256 differs from the one recorded in the checkpoint file."""
-    directory = checkpoint_file.with_name(state["sharded"]["dir"])
-    if not directory.is_dir():
-        raise ValueError(f"its tensor directory {directory.name} is missing")
-    for name, digest in state["sharded"]["files"].items():
-        path = directory / name
-        if not path.is_file():
-            raise ValueError(f"{directory.name}/{name} is missing")
-        if file_sha256(path) != digest:
-            raise ValueError(f"checksum mismatch in {directory.name}/{name}: the file changed after it was written")
 
 
 def load_tensors(checkpoint_file: Path, state: dict, model: torch.nn.Module,

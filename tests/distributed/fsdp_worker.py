@@ -18,7 +18,8 @@ import optim
 from model import GPT, ModelConfig
 from optim.config import OptimConfig
 from optim.sharding import bytes_of, optimizer_state_bytes
-from trainer.parallel import apply_fsdp, full_model_state
+from trainer.parallel import accumulating, apply_fsdp, full_model_state
+from trainer.parallel_dims import ParallelDims
 
 SETTINGS = {  # small steps that move every parameter visibly in 3 steps
     "adamw": dict(lr=1e-2, weight_decay=0.1), "muon": dict(lr=0.02, adamw_lr=1e-2, weight_decay=0.1),
@@ -38,13 +39,13 @@ MODEL = dict(n_layer=2, n_head=2, n_embd=24, vocab_size=67, block_size=8, norm="
              mlp="relu2", qk_norm=True, bias=False)  # 67 and 72 rows split unevenly over 2 ranks
 
 
-def run(name: str, rank: int, world: int, float64: bool = False) -> dict:
+def run(name: str, rank: int, world: int, float64: bool = False, mesh=None, accum: int = 1, steps: int = 3) -> dict:
     torch.manual_seed(0)
     whole = GPT(ModelConfig(**MODEL))
     if float64:
         whole = whole.double()
     sharded = copy.deepcopy(whole)
-    apply_fsdp(sharded, device=torch.device("cpu"), dtype="float32", compile_blocks=False)
+    apply_fsdp(sharded, device=torch.device("cpu"), dtype="float32", compile_blocks=False, mesh=mesh)
     if float64:
         cfg = OptimConfig(name=name, backend="torch", **FLOAT64_SETTINGS[name])
     else:
@@ -52,17 +53,20 @@ def run(name: str, rank: int, world: int, float64: bool = False) -> dict:
         cfg = OptimConfig(name=name, **ns, **SETTINGS[name])
     opt_whole, opt_sharded = optim.build(whole, cfg), optim.build(sharded, cfg)
     gen = torch.Generator().manual_seed(1)
-    per_rank = 2
-    result = {"name": name, "loss_diff": 0.0, "stat_diff": 0.0}
-    for _ in range(3):
+    per_rank = 2 * accum
+    result = {"name": name, "accum": accum, "loss_diff": 0.0, "stat_diff": 0.0}
+    for _ in range(steps):
         x = torch.randint(0, MODEL["vocab_size"], (per_rank * world, MODEL["block_size"]), generator=gen)
         y = torch.randint(0, MODEL["vocab_size"], x.shape, generator=gen)
         _, loss_whole = whole(x, y)
         loss_whole.backward()
-        mine = slice(rank * per_rank, (rank + 1) * per_rank)
-        _, loss_mine = sharded(x[mine], y[mine])
-        loss_mine.backward()  # FSDP2 reduce-scatters the mean over ranks: the whole batch's gradient
-        loss_sharded = loss_mine.detach().clone()
+        loss_sharded = torch.zeros(())
+        for i in range(accum):  # FSDP2 reduce-scatters the mean over ranks: the whole batch's gradient
+            mine = slice(rank * per_rank + 2 * i, rank * per_rank + 2 * i + 2)
+            with accumulating(sharded) if i < accum - 1 else torch.enable_grad():
+                _, loss_mine = sharded(x[mine], y[mine])
+                (loss_mine / accum).backward()
+            loss_sharded += loss_mine.detach() / accum
         dist.all_reduce(loss_sharded)
         result["loss_diff"] = max(result["loss_diff"], abs(loss_sharded.item() / world - loss_whole.item()))
         opt_whole.step()
@@ -88,11 +92,15 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     float64 = "float64" in sys.argv[2:]
+    opts = dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a)  # shard=N accum=1,2 steps=N
     names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(FLOAT64_SETTINGS if float64 else SETTINGS)
+    shard = int(opts.get("shard", world))
+    mesh = ParallelDims("hsdp" if shard < world else "fsdp", world, shard).build_mesh("cpu")
     for name in names:
-        result = run(name, rank, world, float64)
-        if rank == 0:
-            print("RESULT " + json.dumps(result), flush=True)
+        for accum in (int(a) for a in opts.get("accum", "1").split(",")):
+            result = run(name, rank, world, float64, mesh=mesh, accum=accum, steps=int(opts.get("steps", 3)))
+            if rank == 0:
+                print("RESULT " + json.dumps(result), flush=True)
     dist.barrier()
     dist.destroy_process_group()
 
