@@ -1,14 +1,23 @@
-"""HellaSwag accuracy of a run's checkpoint (Zellers et al. 2019), scored the way build-nanogpt and lm-eval do.
+"""HellaSwag accuracy of a run's checkpoint (Zellers et al. 2019), scored the way build-nanogpt does.
 
     python -m evals.hellaswag --run out/gpt2-124m --data data/hellaswag/hellaswag_val.jsonl
     torchrun --nproc_per_node=8 -m evals.hellaswag --run-dir out/gpt2-124m --data Rowan/hellaswag   # hub, online
 
 (Under torchrun write `--run-dir`: torchrun's own parser reads `--run` as an abbreviation of its `--run-path`.)
 
-Each example is a context and (usually four) endings, one of them right (`label`). The model reads
-context + " " + ending for every ending; the ending's token losses given the context decide:
-`hellaswag_acc` picks the ending with the lowest summed loss, `hellaswag_acc_norm` the lowest mean loss per
-token (build-nanogpt's normalisation; lm-eval's acc_norm divides by the ending's length in bytes instead).
+Each example is a context and (usually four) endings, one of them right (`label`). The model reads the GPT-2
+tokens of `ctx` followed by those of " " + ending (the raw text, no preprocessing), and scores ending i by the
+log-likelihood of its n_i tokens given everything before them, LL_i = sum_t log p(token_t | tokens before t):
+
+    hellaswag_acc       picks argmax_i LL_i          (the lowest summed loss)
+    hellaswag_acc_norm  picks argmax_i LL_i / n_i    (the lowest mean loss per token; build-nanogpt's number)
+
+lm-eval's `hellaswag` task differs in two ways, so its numbers are not these: (1) its acc_norm divides LL_i by
+the ending's length in characters, len(ending) without the leading space (its `acc_bytes` divides by the UTF-8
+bytes instead; its `acc` is the same rule as ours); (2) it preprocesses the text: the context becomes
+activity_label + ": " + ctx_a + " " + ctx_b.capitalize(), and context and endings are stripped, " [title]"
+becomes ". ", bracketed tags such as "[header]" are removed and double spaces collapsed. To get lm-eval's own
+numbers run it on the checkpoint: `python -m evals.lm_eval --run RUN --tasks hellaswag` (evals/lm_eval.py).
 Contexts longer than the model's block lose their earliest tokens.
 
 `--data` is a local jsonl in the original HellaSwag format (one example a line with `ctx`, `endings` and an int
