@@ -135,3 +135,29 @@ def test_sample_and_evals_load_an_fsdp_checkpoint_into_a_whole_model(single_proc
                            "--max-new-tokens", "4", "--device", "cpu"], cwd=REPO_ROOT, env=env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("The"), proc.stderr[-2000:]
+
+
+def test_lm_eval_and_export_read_an_fsdp_checkpoint(tmp_path, capsys):
+    """python -m evals.lm_eval and evals.export_hf on an fsdp run's DCP checkpoint: the same numbers and logits as
+    on the whole model the loader assembles."""
+    from evals.checkpoint_model import load_model
+    from evals.export_hf import main as export_main
+    from evals.lm_eval import main as lm_eval_main
+    from tests.helpers import require
+
+    require("lm_eval")
+    transformers = require("transformers")
+    run_train(f"--train.out_dir={tmp_path}", *COMMON, "--train.parallel=fsdp", "--train.checkpoint_every=0", nproc=2)
+    assert (tmp_path / "checkpoints" / "step_0000004.dcp").is_dir()
+    whole = load_model(tmp_path, device="cpu").model
+    assert lm_eval_main(["--run", str(tmp_path), "--tasks", "hellaswag_small", "--include-path",
+                         str(REPO_ROOT / "evals" / "lm_eval_tasks"), "--limit", "3", "--bootstrap-iters", "0",
+                         "--device", "cpu"]) == 0
+    metrics_line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(metrics_line["hellaswag_small"]) >= {"acc", "acc_norm", "acc_bytes"}
+    assert (tmp_path / "evals" / "lm_eval_step_0000004.json").is_file()
+    assert export_main(["--run", str(tmp_path), "--out", str(tmp_path / "hf")]) == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", trust_remote_code=True).eval()
+    idx = torch.randint(0, 50257, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (hf(idx).logits - whole(idx)[0][..., :50257]).abs().max() <= 1e-4
