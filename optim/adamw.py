@@ -77,8 +77,8 @@ def adamw_foreach_(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1: fl
 class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
     """AdamW plus `stats()` (grad_norm, skipped_steps), the non-finite skip and `max_grad_norm` clipping.
 
-    Our defaults differ from torch's: betas (0.9, 0.95) and weight_decay 0 (torch: (0.9, 0.999), 0.01), lr has no
-    default. torch flags: `maximize`, `foreach` and `fused` (None = auto) are honoured; `capturable` is accepted
+    Our defaults differ from torch's: betas (0.9, 0.95) and weight_decay 0 (torch: (0.9, 0.999), 0.01); lr defaults to
+    1e-3 as torch's. torch flags: `maximize`, `foreach` and `fused` (None = auto) are honoured; `capturable` is accepted
     (state lives on the device either way); `amsgrad` and `differentiable` are refused."""
 
     _SETTINGS = ("max_grad_norm", "backend")
@@ -87,7 +87,7 @@ class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
     max_grad_norm = OptimizerSetting()
     backend = OptimizerSetting()
 
-    def __init__(self, params, lr: float, betas=(0.9, 0.95), eps: float = 1e-8, weight_decay: float = 0.0,
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.95), eps: float = 1e-8, weight_decay: float = 0.0,
                  amsgrad: bool = False, *, maximize: bool = False, foreach: bool | None = None,
                  fused: bool | None = None, capturable: bool = False, differentiable: bool = False,
                  max_grad_norm: float | None = None, backend: str = "auto"):

@@ -157,13 +157,18 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         # a skipped step keeps the moments: m = 1*m + 0*0 (torch.full: a device fill, no host-to-device copy)
         b1 = torch.where(ok, torch.full((), beta1, dtype=dtype, device=ok.device), 1.0)
         b2 = torch.where(ok, torch.full((), beta2, dtype=dtype, device=ok.device), 1.0)
-        for p, g in zip(params, grads):
+        for p in params:
             state = self.state[p]
             if "step" not in state:
                 state["step"] = torch.zeros((), dtype=dtype, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
-            state["step"].add_(okf)
+        # One foreach add, not `state["step"].add_(okf)` per parameter: under torch.compile's inductor backend that
+        # per-tensor form makes the 0-dim counters created in the graph share one storage, so each counted every
+        # parameter's step (docs/optimizers.md, "Known issue: inductor aliases 0-dim tensors").
+        torch._foreach_add_([self.state[p]["step"] for p in params], okf)
+        for p, g in zip(params, grads):
+            state = self.state[p]
             m, v, p = local(state["exp_avg"]), local(state["exp_avg_sq"]), local(p)
             m.mul_(b1).add_(g * (1 - b1))
             v.mul_(b2).add_(g * g * (1 - b2))

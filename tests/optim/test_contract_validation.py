@@ -143,8 +143,16 @@ def test_adamw_refuses_the_others(flags, words):
         make("adamw", Tiny(), **flags)
 
 
-def test_adamw_lr_is_required():
+def test_adamw_lr_defaults_to_torchs():
     import optim
 
-    with pytest.raises(TypeError, match="lr"):
-        optim.AdamW(Tiny().parameters())
+    ours, theirs = Tiny(), Tiny()
+    opt, torch_opt = optim.AdamW(ours.parameters()), torch.optim.AdamW(theirs.parameters(), betas=(0.9, 0.95),
+                                                                       weight_decay=0.0)
+    assert opt.param_groups[0]["lr"] == torch_opt.param_groups[0]["lr"] == 1e-3
+    for step in range(2):
+        backward(ours, step)
+        opt.step()
+        backward(theirs, step)
+        torch_opt.step()
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(ours.parameters(), theirs.parameters()))
