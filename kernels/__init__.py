@@ -4,14 +4,14 @@ Every function takes Python lists of tensors, never synchronises the host, and d
 ``backend="auto" | "triton" | "torch"`` (auto: Triton on CUDA, the torch reference elsewhere).
 See docs/kernels.md.
 """
-from kernels.chunk_table import ChunkPlans
-from kernels.clip_factor import CLIP_RULES, clip_factor
-from kernels.clipped_update import WEIGHT_DECAY_MODES, clipped_sgd_update_
-from kernels.dispatch import BACKENDS
-from kernels.global_norm import global_norm
-from kernels.lerp_momentum import lerp_momentum_
-from kernels.scion_inner_product import scion_inner_product
-from kernels.scion_update import scion_update_
+from .chunk_table import ChunkPlans
+from .clip_factor import CLIP_RULES, clip_factor
+from .clipped_update import WEIGHT_DECAY_MODES, clipped_sgd_update_
+from .dispatch import BACKENDS
+from .global_norm import global_norm
+from .lerp_momentum import lerp_momentum_
+from .scion_inner_product import scion_inner_product
+from .scion_update import scion_update_
 
 __all__ = [
     "BACKENDS", "CLIP_RULES", "ChunkPlans", "WEIGHT_DECAY_MODES", "clip_factor", "clipped_sgd_update_", "global_norm",

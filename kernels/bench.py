@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from configs.cli import add_results_arguments, refuse_existing_out, results_path, written_note
-from kernels.bench_cases import DTYPES, KERNEL_NAMES, MODELS, build_cases, make_tensors
-from kernels.chunk_table import override_tuning, tuning
-from kernels.dispatch import triton_interpreter_enabled
+
+from .bench_cases import DTYPES, KERNEL_NAMES, MODELS, build_cases, make_tensors
+from .chunk_table import override_tuning, tuning
+from .dispatch import triton_interpreter_enabled
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,12 +12,16 @@ from typing import Callable
 
 import torch
 
-import kernels
+from .clipped_update import clipped_sgd_update_
+from .global_norm import global_norm
+from .lerp_momentum import lerp_momentum_
+from .scion_inner_product import scion_inner_product
+from .scion_update import scion_update_
 
 try:
     from torch.nn.utils import get_total_norm  # what clip_grad_norm_(foreach=True) runs first (torch >= 2.6)
 except ImportError:  # pragma: no cover - older torch
-    from kernels.global_norm import global_norm_torch as get_total_norm
+    from .global_norm import global_norm_torch as get_total_norm
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -122,7 +126,7 @@ def eager_lerp(ds, grads):
 
 
 def eager_inner(ds, directions, radii):
-    from kernels.scion_inner_product import scion_inner_product_torch
+    from .scion_inner_product import scion_inner_product_torch
     return scion_inner_product_torch(ds, directions, radii)
 
 
@@ -133,8 +137,8 @@ def eager_scion_update(params, directions, radii, scale):
 
 
 def triton_step(params, grads, momenta):
-    norm = kernels.global_norm(grads, backend="triton")
-    kernels.clipped_sgd_update_(params, grads, momenta, norm, lr=LR, rule="dgclip", gamma=GAMMA, delta=DELTA,
+    norm = global_norm(grads, backend="triton")
+    clipped_sgd_update_(params, grads, momenta, norm, lr=LR, rule="dgclip", gamma=GAMMA, delta=DELTA,
                                 momentum=MOMENTUM, weight_decay=WD, backend="triton")
 
 
@@ -150,7 +154,7 @@ def build_cases(ts: TensorSet, names: list[str], backends: list[str]) -> list[Ca
     """Cases for the requested kernels; ``backends`` among triton, torch (eager foreach), compile."""
     P, G, M, V, R = ts.params, ts.grads, ts.momenta, ts.directions, ts.radii
     b = ts.pass_bytes
-    norm = kernels.global_norm(G, backend="torch")
+    norm = global_norm(G, backend="torch")
     scale = torch.full((), 0.5, device=P[0].device)
     compiled = {}
 
@@ -160,15 +164,15 @@ def build_cases(ts: TensorSet, names: list[str], backends: list[str]) -> list[Ca
         return compiled[fn]
 
     table = {
-        "global_norm": (b, lambda: kernels.global_norm(G, backend="triton"), eager_norm, (G,)),
-        "clipped_update": (5 * b, lambda: kernels.clipped_sgd_update_(
+        "global_norm": (b, lambda: global_norm(G, backend="triton"), eager_norm, (G,)),
+        "clipped_update": (5 * b, lambda: clipped_sgd_update_(
             P, G, M, norm, lr=LR, rule="dgclip", gamma=GAMMA, delta=DELTA, momentum=MOMENTUM, weight_decay=WD,
             backend="triton"), eager_update, (P, G, M, norm)),
         "clip_step": (6 * b, lambda: triton_step(P, G, M), eager_step, (P, G, M)),
-        "lerp_momentum": (3 * b, lambda: kernels.lerp_momentum_(M, G, ALPHA, backend="triton"), eager_lerp, (M, G)),
-        "scion_inner_product": (2 * b, lambda: kernels.scion_inner_product(M, V, R, backend="triton"), eager_inner,
+        "lerp_momentum": (3 * b, lambda: lerp_momentum_(M, G, ALPHA, backend="triton"), eager_lerp, (M, G)),
+        "scion_inner_product": (2 * b, lambda: scion_inner_product(M, V, R, backend="triton"), eager_inner,
                                 (M, V, R)),
-        "scion_update": (3 * b, lambda: kernels.scion_update_(P, V, R, lr=LR, scale=scale, constrained=False,
+        "scion_update": (3 * b, lambda: scion_update_(P, V, R, lr=LR, scale=scale, constrained=False,
                                                                backend="triton"), eager_scion_update, (P, V, R, scale)),
     }
     cases = [Case("copy", 2 * (b // 4) * 4, {"torch": _copy_fn(ts)})]

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from kernels.chunk_table import ChunkTable, block_size
-from kernels.clip_factor import CLIP_RULES, clip_factor, validate_clip_args
-from kernels.dispatch import check_backend, check_list, check_python_float, triton_table, upcast, validate_lists
-from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
-from kernels.triton_common import tl, triton
+from .chunk_table import ChunkTable, block_size
+from .clip_factor import CLIP_RULES, clip_factor, validate_clip_args
+from .dispatch import check_backend, check_list, check_python_float, triton_table, upcast, validate_lists
+from .triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
+from .triton_common import tl, triton
 
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 BLOCK = 1024

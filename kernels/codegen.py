@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 import triton
 import triton.language as tl
 
-from kernels.triton_common import sum_partials_kernel
+from .triton_common import sum_partials_kernel
 
 # importlib: the package re-exports functions under the same names as these modules
-clipped_update = importlib.import_module("kernels.clipped_update")
-global_norm = importlib.import_module("kernels.global_norm")
-lerp_momentum = importlib.import_module("kernels.lerp_momentum")
-scion_inner_product = importlib.import_module("kernels.scion_inner_product")
-scion_update = importlib.import_module("kernels.scion_update")
+clipped_update = importlib.import_module(".clipped_update", __package__)
+global_norm = importlib.import_module(".global_norm", __package__)
+lerp_momentum = importlib.import_module(".lerp_momentum", __package__)
+scion_inner_product = importlib.import_module(".scion_inner_product", __package__)
+scion_update = importlib.import_module(".scion_update", __package__)
 
 
 @dataclass

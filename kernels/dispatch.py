@@ -16,8 +16,8 @@ import warnings
 
 import torch
 
-from kernels.triton_common import HAVE_TRITON
-from kernels.chunk_table import ChunkPlans, ChunkTable, build_table, cached, table_key, tuning
+from .triton_common import HAVE_TRITON
+from .chunk_table import ChunkPlans, ChunkTable, build_table, cached, table_key, tuning
 
 BACKENDS = ("auto", "triton", "torch")
 try:  # sharded tensors have no plain storage here (data_ptr 0, numel the global size): refused by name

@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 
 
-from kernels.chunk_table import ChunkTable, block_size
-from kernels.dispatch import check_backend, check_list, compute_dtype, triton_table, validate_lists
-from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, finish_reduction, launch, load_f32
-from kernels.triton_common import tl, triton
+from .chunk_table import ChunkTable, block_size
+from .dispatch import check_backend, check_list, compute_dtype, triton_table, validate_lists
+from .triton_common import TL_DTYPES, chunk_pointer, device_guard, finish_reduction, launch, load_f32
+from .triton_common import tl, triton
 
 BLOCK = 2048
 NUM_WARPS = 8

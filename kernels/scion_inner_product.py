@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from kernels.chunk_table import ChunkTable, block_size, radii_tensor
-from kernels.dispatch import as_radii, check_backend, check_list, triton_table, upcast, validate_lists
-from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, finish_reduction, launch, load_f32
-from kernels.triton_common import tl, triton
+from .chunk_table import ChunkTable, block_size, radii_tensor
+from .dispatch import as_radii, check_backend, check_list, triton_table, upcast, validate_lists
+from .triton_common import TL_DTYPES, chunk_pointer, device_guard, finish_reduction, launch, load_f32
+from .triton_common import tl, triton
 
 BLOCK = 2048
 NUM_WARPS = 8

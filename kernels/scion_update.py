@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from kernels.chunk_table import ChunkTable, block_size, radii_tensor
-from kernels.dispatch import (as_radii, check_backend, check_list, check_python_float, triton_table, upcast,
+from .chunk_table import ChunkTable, block_size, radii_tensor
+from .dispatch import (as_radii, check_backend, check_list, check_python_float, triton_table, upcast,
                               validate_lists)
-from kernels.triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
-from kernels.triton_common import tl, triton
+from .triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
+from .triton_common import tl, triton
 
 BLOCK = 2048
 NUM_WARPS = 8

@@ -20,11 +20,9 @@ from collections import OrderedDict
 
 import torch
 
-from kernels import ChunkPlans
-
-from .sharding import global_norms
-
+from .kernel_api import kernels
 from .settings import check_lr, group_label, run_load_pre_hooks
+from .sharding import global_norms
 
 
 def finite_flag(norm: torch.Tensor) -> torch.Tensor:
@@ -217,11 +215,11 @@ class OptimizerStatsMixin:
         return buf
 
     @property
-    def chunk_plans(self) -> ChunkPlans:
+    def chunk_plans(self) -> kernels.ChunkPlans:
         """This optimizer's Triton chunk tables (kernels.ChunkPlans), created on first use, never saved."""
         plans = self.__dict__.get("_chunk_plans")
         if plans is None:
-            plans = self.__dict__["_chunk_plans"] = ChunkPlans()
+            plans = self.__dict__["_chunk_plans"] = kernels.ChunkPlans()
         return plans
 
     def stats(self) -> dict[str, torch.Tensor]:

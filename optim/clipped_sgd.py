@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import torch
 
-import kernels
-
 from .base import (
     OptimizerStatsMixin,
     global_grad_norm,
     groups_with_grads,
     run_closure,
 )
+from .kernel_api import kernels
 from .sharding import global_norms, local_list
 from .settings import OptimizerSetting, check_backend, check_lr, check_range, check_torch_flags
 

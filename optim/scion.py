@@ -23,9 +23,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-import kernels
-
 from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
+from .kernel_api import kernels
 from .lmo import NORMS, LMOSpec, layer_norm, lmo_many
 from .lmo_sharded import lmo_many_sharded
 from .sharding import global_norms, local_list, shard_group, sum_across

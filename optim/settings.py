@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-import kernels
-
+from .kernel_api import kernels
 from .newton_schulz import ORTHOGONALIZERS
 
 

@@ -286,7 +286,7 @@ def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto", plan
     computed locally, then one 4-byte all-reduce of a non-finite flag makes every rank see NaN when any rank's
     norm is not finite (a fault after the gradient all-reduce), so all ranks skip the step together.
     """
-    import kernels  # local: kernels imports nothing from optim, but keep this module importable on its own
+    from .kernel_api import kernels
 
     flat = [t for ts in lists for t in ts]
     group = _group_of(flat)

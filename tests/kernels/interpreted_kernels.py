@@ -9,9 +9,9 @@ import os
 import pytest
 import torch
 
-import kernels
-from kernels.chunk_table import override_tuning
-from kernels.triton_common import count_launches
+from optim.kernel_api import kernels
+from clipgpt_kernels.chunk_table import override_tuning
+from clipgpt_kernels.triton_common import count_launches
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cpu" if INTERPRETED else "cuda"
@@ -281,7 +281,7 @@ def test_tensor_over_2_pow_31_elements():
 @pytest.mark.skipif(DEVICE != "cuda", reason="real sizes need a GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpt2_124m_sized_step_matches_reference(dtype):
-    from kernels.bench_cases import make_tensors
+    from clipgpt_kernels.bench_cases import make_tensors
     with override_tuning(chunk_size=32768, max_block=2048):
         ts = make_tensors("gpt2-124m-classic", dtype, torch.device(DEVICE))
         ref_p, ref_m = clone(ts.params), clone(ts.momenta)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.bench_cases import KERNEL_NAMES, parameter_shapes
+import optim.kernel_api  # noqa: F401  loads kernels/ as clipgpt_kernels
+from clipgpt_kernels.bench_cases import KERNEL_NAMES, parameter_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.chunk_table import (ALIGNMENT_BYTES, build_table, chunk_rows, chunk_table, override_tuning,
+import optim.kernel_api  # noqa: F401  loads kernels/ as clipgpt_kernels
+from clipgpt_kernels.chunk_table import (ALIGNMENT_BYTES, build_table, chunk_rows, chunk_table, override_tuning,
                                  plan_chunks, tuning)
 
 BIG = 2**31 + 2**20 + 5  # more elements than an int32 offset can address

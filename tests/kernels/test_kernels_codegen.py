@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from kernels.codegen import compile_ptx, loop_bodies, ptxas_report, variants
+import optim.kernel_api  # noqa: F401  loads kernels/ as clipgpt_kernels
+from clipgpt_kernels.codegen import compile_ptx, loop_bodies, ptxas_report, variants
 
 pytest.importorskip("triton.backends.nvidia", reason="the triton wheel has no NVIDIA backend to compile with")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
+from optim.kernel_api import kernels
 from host_sync_guard import HostSyncError, NoHostSync
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import kernels
+from optim.kernel_api import kernels
 from kernels_float64_math import clip64, clipped_sgd64, inner64, norm64, scion_update64
 
 SHAPES = [(7, 5), (0,), (13,), (3, 1, 4), (1,)]

@@ -15,8 +15,9 @@ SCRIPT = textwrap.dedent("""
     sys.modules["triton"] = None  # `import triton` now raises ImportError, as on a machine without it
     sys.modules["triton.language"] = None
     import torch
-    import kernels, optim
-    from kernels.triton_common import HAVE_TRITON
+    import optim
+    from optim.kernel_api import kernels
+    from clipgpt_kernels.triton_common import HAVE_TRITON
     assert not HAVE_TRITON
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(8, 4))

@@ -76,8 +76,9 @@ def test_inductor_compiled_step_equals_the_eager_step(name):
     steps equal eager, for the parameters and every state tensor (Muon's per-bias step counters read 3, not 9)."""
     torch._dynamo.reset()
     model, compiled_model = Several(), Several()
-    opt = make(name, model, param_groups=model.groups(name))
-    compiled_opt = make(name, compiled_model, param_groups=compiled_model.groups(name))
+    kw = {"ns_steps": 1} if name == "muon" or name in SCION_KW else {}  # a shorter graph to compile
+    opt = make(name, model, param_groups=model.groups(name), **kw)
+    compiled_opt = make(name, compiled_model, param_groups=compiled_model.groups(name), **kw)
     step = torch.compile(compiled_opt.step, backend="inductor")
     for i in range(3):
         several_backward(model, i)

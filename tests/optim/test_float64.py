@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
+from optim.kernel_api import kernels
 import optim
 from model import GPT, ModelConfig
 

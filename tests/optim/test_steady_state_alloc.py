@@ -88,7 +88,7 @@ def test_triton_clipped_sgd_step_allocates_nothing_parameter_sized():
     """δ-GClip + momentum through the Triton kernel (interpreted on the CPU): no parameter-sized tensor at all."""
     script = textwrap.dedent("""
         import torch, optim
-        from kernels.chunk_table import override_tuning
+        from clipgpt_kernels.chunk_table import override_tuning
         from tests.optim.test_every_optimizer import backward, config, tiny_model
         from tests.optim.test_steady_state_alloc import step_allocations
         model = tiny_model(tie=False)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import kernels
+from optim.kernel_api import kernels
 import train_gpt
 from tests.helpers import FAST, TINY, metrics
 
