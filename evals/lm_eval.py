@@ -30,6 +30,9 @@ from configs.cli import HelpFormatter
 
 def require_lm_eval():
     """lm_eval, or a ConfigError saying how to install it (only a missing package; other import errors surface)."""
+    from optim.kernel_api import claim_kernels_name_for_installed_package
+
+    claim_kernels_name_for_installed_package()  # run from the repo root, our kernels/ would shadow transformers' kernels
     try:
         import lm_eval
     except ModuleNotFoundError as err:

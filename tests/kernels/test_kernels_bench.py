@@ -63,7 +63,7 @@ def test_bench_cli_on_gpu(tmp_path):
 
 def test_table_shows_only_columns_with_values():
     """On CPU without Triton rows there are no CUDA-graph times and no speedups: those columns are left out."""
-    from kernels.bench import format_table
+    from clipgpt_kernels.bench import format_table
     row = dict(kernel="norm", impl="torch", median_ms=1.0, cuda_graph_median_ms=None, GBps=2.0, pct_of_copy=50.0,
                error=None)
     run = dict(model="tiny", dtype="fp32", num_tensors=3, num_elements=1e6, copy_GBps=4.0,
