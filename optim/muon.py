@@ -165,8 +165,10 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p)
         # One foreach add, not `state["step"].add_(okf)` per parameter: under torch.compile's inductor backend that
         # per-tensor form makes the 0-dim counters created in the graph share one storage, so each counted every
-        # parameter's step (docs/optimizers.md, "Known issue: inductor aliases 0-dim tensors").
-        torch._foreach_add_([self.state[p]["step"] for p in params], okf)
+        # parameter's step (docs/optimizers.md, "Known issue: inductor aliases 0-dim tensors"). A list of okf, not
+        # okf itself: the tensor-scalar overload reads the scalar on the host on CPU.
+        steps = [self.state[p]["step"] for p in params]
+        torch._foreach_add_(steps, [okf] * len(steps))
         for p, g in zip(params, grads):
             state = self.state[p]
             m, v, p = local(state["exp_avg"]), local(state["exp_avg_sq"]), local(p)

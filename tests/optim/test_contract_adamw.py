@@ -121,7 +121,7 @@ def _two_0dim_counters(foreach: bool):
 
     def batched(x):
         a, b = torch.zeros(()), torch.zeros(())
-        torch._foreach_add_([a, b], x)
+        torch._foreach_add_([a, b], [x, x])
         return a, b
 
     torch._dynamo.reset()
@@ -138,7 +138,7 @@ def test_inductor_keeps_per_tensor_incremented_0dim_tensors_apart():
 
 
 def test_inductor_keeps_foreach_incremented_0dim_tensors_apart():
-    """The form Muon and AdamW use for their step counters."""
+    """The form Muon uses for its AdamW step counters."""
     assert _two_0dim_counters(foreach=True) == (2.0, 1.0)
 
 
