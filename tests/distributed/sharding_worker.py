@@ -41,6 +41,15 @@ def main() -> None:
         start, size = lay.starts[rank], lay.sizes[rank]
         assert torch.equal(back[i], (f * (i + 2) + 1)[start:start + size]), i
 
+    # asynchronous: both exchanges in flight at once, completed in reverse order, give the same tensors
+    pending_in = sharding.gather_to_owners([d.to_local() for d in dts], layouts, owners, dtype=torch.float64,
+                                           async_op=True)
+    pending_out = sharding.scatter_from_owners(results, layouts, owners, dtype=torch.float64,
+                                               device=torch.device("cpu"), async_op=True)
+    assert all(torch.equal(a, b) for a, b in zip(pending_out.wait(), back))
+    got = pending_in.wait()
+    assert sorted(got) == sorted(wholes) and all(torch.equal(got[i], wholes[i]) for i in wholes)
+
     # a lower-precision exchange rounds like a cast of the whole tensor
     wholes16 = sharding.gather_to_owners([d.to_local() for d in dts], layouts, owners, dtype=torch.bfloat16)
     for i, w in wholes16.items():
