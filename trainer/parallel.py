@@ -2,8 +2,9 @@
 state dicts. The layout comes from trainer/parallel_dims.py (the one place that reads the world size).
 
 - ``ddp``: every rank holds the whole model; DistributedDataParallel all-reduces the gradients of the last
-  micro-batch (``no_sync`` before). No buffer broadcast per forward (``broadcast_buffers=False``): the model's only
-  buffers are the RoPE tables, which every rank computes identically from the config.
+  micro-batch (``no_sync`` before). No buffer broadcast per forward (``forward_sync_buffers=False``, formerly
+  ``broadcast_buffers=False``): the model's only buffers are the RoPE tables, which every rank computes
+  identically from the config.
 - ``fsdp``: ``fully_shard`` on every transformer block, then on the root (embeddings, final norm, head: the tied
   embedding/head matrix is one parameter of the root, sharded once). Each parameter becomes a DTensor sharded along
   dim 0; the forward all-gathers a block's parameters just in time and the backward reduce-scatters its gradients.
@@ -79,8 +80,19 @@ def wrap_model(raw_model: nn.Module, *, dims, device: torch.device, dtype: str, 
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                     gradient_as_bucket_view=True,  # gradients are views of the buckets: no second copy
-                    broadcast_buffers=False)  # RoPE tables: computed identically on every rank
+                    **_no_buffer_sync_per_forward(DDP))  # RoPE tables: computed identically on every rank
     return model
+
+
+def _no_buffer_sync_per_forward(ddp_class) -> dict:
+    """DDP's keyword that turns off the buffer broadcast before every forward: ``forward_sync_buffers=False`` where
+    torch has it (it deprecates ``broadcast_buffers``; buffers are still synced once at construction), else
+    ``broadcast_buffers=False``."""
+    import inspect
+
+    if "forward_sync_buffers" in inspect.signature(ddp_class.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def no_sync(model: nn.Module) -> contextlib.AbstractContextManager:
