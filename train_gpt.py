@@ -34,11 +34,12 @@ from trainer import checkpoint, parallel
 from trainer.distributed import (ConsistencyError, DistInfo, broadcast_object, check_consistency, init_distributed,
                                  peer_failure, shutdown)
 from trainer.lock import RunDirError, hold_run_dir
+from trainer.memory import check_fits
 from trainer.parallel_dims import ParallelDims
 from trainer.report import end_lines, start_line
 from trainer.resume import RunComplete
 from trainer.passes import evaluate
-from trainer.metrics import MetricsWriter, WandbLogger, format_line, peak_flops, run_info
+from trainer.metrics import MetricsWriter, WandbLogger, format_line, naming_file, peak_flops, run_info
 from trainer.schedule import lr_multiplier
 from trainer.state import TrainState, train_step
 
@@ -199,9 +200,11 @@ def write_run_files(out_dir: Path, cfg: Config, dist: DistInfo) -> None:
     """The resolved config and the run's versions, git revision and machine, next to its metrics."""
     out_dir.mkdir(parents=True, exist_ok=True)
     device_name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "cpu"
-    (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    with naming_file(out_dir / "config.json"):
+        (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     info = run_info(dist.world_size, str(dist.device), device_name)
-    (out_dir / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    with naming_file(out_dir / "run_info.json"):
+        (out_dir / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
 def failure_line(err: Exception, cfg: Config) -> str | None:
@@ -246,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             if os.environ.get("RANK", "0") == "0":
                 print(f"warning: {note}", file=sys.stderr)
         ParallelDims.from_config(cfg.train, world_size)  # a shard degree that does not divide stops every rank here
+        check_fits(cfg, world_size)  # an impossible shape: one line now, not the OOM killer minutes later
     except ConfigError as err:
         return before_process_group_failure(f"config error: {err}", 2)
     try:

@@ -16,6 +16,7 @@ the dotted key and lists what is valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -161,14 +162,19 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return int(value)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # no setting means anything at inf or nan (lr=inf skips every step)
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -211,7 +217,8 @@ def load_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """Read a TOML preset; a top-level ``include = ["other.toml", ...]`` (relative paths) is merged first."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        including = f" (included by {str(_seen[-1])!r})" if _seen else ""
+        raise ConfigError(f"config file {str(path)!r} does not exist{including}")
     if path.resolve() in _seen:
         raise ConfigError(f"config file {str(path)!r} includes itself")
     try:

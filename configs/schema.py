@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from configs.base import (ConfigError, Section, build_section, field, in_range, load_toml, merge_dicts,
+from configs.base import (Check, ConfigError, Section, build_section, field, in_range, load_toml, merge_dicts,
                           non_negative, parse_overrides, positive, validate_tree)
 from data.config import DataConfig
 from model.config import ModelConfig
@@ -40,7 +40,9 @@ class TrainConfig(Section):
     lr_decay: Literal["linear", "cosine"] = field("linear", help="shape of the warmdown")
     min_lr_frac: float = field(0.0, check=in_range(0, 1), help="LR at the end of the warmdown, as a fraction of the "
                                                                "base LR")
-    out_dir: str = field("out/run", help="run directory: metrics.jsonl, config, checkpoints; re-running resumes here")
+    out_dir: str = field("out/run", check=Check(lambda v: bool(v.strip()), "a non-empty path (an unset shell "
+                                                                          "variable?)"),
+                         help="run directory: metrics.jsonl, config, checkpoints; re-running resumes here")
     checkpoint_every: int = field(0, check=non_negative, help="steps between checkpoints (0: only at the end)")
     keep_checkpoints: int = field(2, check=positive, help="how many of the newest checkpoints to keep")
     resume: Literal["auto", "never", "fresh"] = field(

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
+    for path in (args.out, *args.out.parents):  # refused before anything is written or downloaded
+        if path.exists() and not path.is_dir():
+            what = "is a file" if path == args.out else f"cannot be made: its parent {path} is a file"
+            raise PrepareError(f"--out {args.out} {what}, not a directory; give a directory for the shards")
     local = is_local(args.source)
     if local and args.sample is not None:
         raise PrepareError(f"--sample applies to hub datasets; {args.source} is a local source")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,6 +21,18 @@ def peak_flops(device_name: str) -> float | None:
         if key in device_name:
             return flops
     return None
+
+
+@contextlib.contextmanager
+def naming_file(path: Path):
+    """Re-raise an OSError of the block with ``path`` as its file name (a failed write or close of a buffered file
+    has none), so a full disk is reported as the file it hit (``no space left on device writing .../metrics.jsonl``)."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
 
 
 class MetricsWriter:
@@ -47,14 +60,15 @@ class MetricsWriter:
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line)
         tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
+        with naming_file(self.path):
+            tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        with open(self.path, "a") as f:
+        with naming_file(self.path), open(self.path, "a") as f:
             f.write(json.dumps(clean) + "\n")
 
 

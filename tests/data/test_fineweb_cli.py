@@ -155,3 +155,14 @@ def test_a_corpus_smaller_than_the_validation_shard_exits_2_with_the_hint(tmp_pa
     err = capsys.readouterr().err
     assert "no train shard could be written" in err and "--val-tokens 1 (a tenth of it)" in err
     assert fineweb.main([*args, "--val-tokens", "1"]) == 0
+
+
+@pytest.mark.parametrize("sub", ["", "shards"])
+def test_out_that_is_a_file_is_one_line(tmp_path, capsys, sub):
+    existing = tmp_path / "taken"
+    existing.write_text("not a directory")
+    out = existing / sub if sub else existing
+    assert fineweb.main(["--source", str(tmp_path), "--out", str(out), *SMALL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {out} ") and "not a directory" in err and len(err.splitlines()) == 1
+    assert existing.read_text() == "not a directory"
