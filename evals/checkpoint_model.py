@@ -109,3 +109,12 @@ def load_model(run: str | Path | None = None, path: str | Path | None = None, de
     model.load_state_dict(whole_model_state(state, path))
     model.to(pick_device(device)).eval()
     return LoadedModel(model, path, int(state.get("step", 0)), config)
+
+
+def add_checkpoint_arguments(parser, verb: str) -> None:
+    """`--run` (alias `--run-dir`, for torchrun), `--checkpoint` and `--allow-unverified` of the commands that read
+    one checkpoint; `verb` completes "its newest valid checkpoint is ..."."""
+    parser.add_argument("--run", "--run-dir", dest="run",
+                        help=f"run directory (train.out_dir); its newest valid checkpoint is {verb}")
+    parser.add_argument("--checkpoint", help="a checkpoint file instead of the run's newest")
+    add_allow_unverified(parser)

@@ -30,6 +30,7 @@ import torch
 
 from configs.base import ConfigError
 from configs.cli import HelpFormatter
+from evals.checkpoint_model import add_checkpoint_arguments
 from model.hf_gpt2 import exported_vocab, gpt2_export_problems, hf_config, to_hf_state_dict
 
 REMOTE_DIR = Path(__file__).resolve().parent / "hf_remote"
@@ -76,9 +77,7 @@ def export(model, out: str | Path) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    parser.add_argument("--run", "--run-dir", dest="run", help="run directory; its newest valid checkpoint is "
-                                                               "exported")
-    parser.add_argument("--checkpoint", help="a checkpoint file instead of the run's newest")
+    add_checkpoint_arguments(parser, "exported")
     parser.add_argument("--out", required=True, help="output directory (created; files in it are overwritten)")
     return parser.parse_args(argv)
 
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
-        loaded = load_model(args.run, args.checkpoint, device="cpu")
+        loaded = load_model(args.run, args.checkpoint, device="cpu", allow_unverified=args.allow_unverified)
         loader = export(loaded.model, args.out)
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from configs.base import ConfigError
 from configs.cli import HelpFormatter
-from evals.checkpoint_model import add_allow_unverified
+from evals.checkpoint_model import add_checkpoint_arguments
 
 
 class HellaSwagFormatError(ValueError):
@@ -195,9 +195,7 @@ def score(model, examples, encode, *, rank: int = 0, world_size: int = 1, autoca
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--run", "--run-dir", dest="run",
-                        help="run directory (train.out_dir); its newest valid checkpoint is scored")
-    parser.add_argument("--checkpoint", help="a checkpoint file instead of the run's newest")
+    add_checkpoint_arguments(parser, "scored")
     parser.add_argument("--data", required=True, help="HellaSwag jsonl file, or a hub dataset id (e.g. "
                                                       "Rowan/hellaswag; needs the network)")
     parser.add_argument("--split", default="validation", help="split of a hub dataset")
@@ -206,7 +204,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="auto: CUDA when available (under torchrun: the rank's local GPU)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--out", help="result file (default: <run>/evals/hellaswag_step_<step>.json)")
-    add_allow_unverified(parser)
     args = parser.parse_args(argv)
     if args.limit < 0:
         parser.error(f"--limit must be >= 0, got {args.limit}")

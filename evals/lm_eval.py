@@ -26,6 +26,7 @@ from pathlib import Path
 
 from configs.base import ConfigError
 from configs.cli import HelpFormatter
+from evals.checkpoint_model import add_checkpoint_arguments
 
 
 def require_lm_eval():
@@ -59,9 +60,7 @@ def metrics_of(results: dict) -> dict[str, dict[str, float]]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    parser.add_argument("--run", "--run-dir", dest="run", help="run directory (train.out_dir); its newest valid "
-                                                               "checkpoint is evaluated")
-    parser.add_argument("--checkpoint", help="a checkpoint file instead of the run's newest")
+    add_checkpoint_arguments(parser, "evaluated")
     parser.add_argument("--tasks", required=True, help="comma-separated lm-eval task (or group) names")
     parser.add_argument("--include-path", help="folder of extra task YAMLs (lm-eval's include path)")
     parser.add_argument("--limit", type=float, help="examples per task (an int), or a fraction of each task if < 1")
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lm_eval = require_lm_eval()
         manager = task_manager(lm_eval, args.include_path, args.tasks)
-        loaded = load_model(args.run, args.checkpoint, device="cpu")
+        loaded = load_model(args.run, args.checkpoint, device="cpu", allow_unverified=args.allow_unverified)
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
