@@ -67,9 +67,9 @@ def build_data(cfg: Config, dist: DistInfo) -> tuple[TrainLoader, ValidationSet]
                         batch_size=cfg.train.batch_size, micro_batch_size=cfg.train.micro_batch_size,
                         rank=dist.rank, world_size=dist.world_size, seed=cfg.train.seed,
                         shuffle=cfg.data.shuffle_shards, check_tokens=False,  # scanned above
-                        device=dist.device)
+                        vocab_size=cfg.model.vocab_size, device=dist.device)  # each batch's max still checked
     val = ValidationSet(split_paths(shard_dir, "val"), seq_len=cfg.model.block_size,
-                        num_tokens=cfg.train.eval_tokens, check_tokens=False)
+                        num_tokens=cfg.train.eval_tokens, vocab_size=cfg.model.vocab_size, check_tokens=False)
     return train, val
 
 

@@ -12,6 +12,12 @@ With ``device`` set, a batch travels as uint16 tokens (a quarter of int64's byte
 global batch, one non-blocking copy to the device, and the int64 conversion there. ``prefetch()`` reads the next
 batch ahead (the trainer calls it once the step's device work is queued), so the host reading and the copy overlap
 the device's compute; ``state_dict()`` still names the position after the last batch *returned*.
+
+With ``vocab_size`` every batch is guarded where it is read: the max over its uint16 rows (microseconds, on the host)
+must be below ``vocab_size``, else a :class:`~data.shards.ShardError` names the shard and the token's offset, whatever
+a start-up scan or its cache said (a shard rewritten in place) and with ``data.check_tokens=false``; no id the model
+has no row for reaches an embedding (a raw IndexError on CPU, a device-side assert on CUDA). ``check_tokens``
+additionally scans each whole shard when it is first opened.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.shards import list_shards, open_shard
+from data.shards import HEADER_BYTES, ShardError, list_shards, open_shard
+
+
+def token_error(path: Path, token: int, offset: int, vocab_size: int) -> ShardError:
+    """The error of a token id the model has no row for, naming the shard and where in it (token and byte offset)."""
+    return ShardError(f"{path}: token id {token} at token offset {offset} (byte {HEADER_BYTES + 2 * offset}) is >= "
+                      f"model.vocab_size {vocab_size}: the shard is corrupt or was changed after it was scanned; "
+                      f"restore or re-prepare it (python -m data.inspect {path.parent} lists every bad shard)")
 
 
 class TrainLoader:
@@ -82,9 +95,13 @@ class TrainLoader:
             tokens = self._tokens(int(self._order(self.epoch)[self.shard]))
         b, t = self.micro_batch_size, self.seq_len
         rows = np.empty((self.grad_accum_steps, b * t + 1), dtype=np.uint16)
-        for k in range(self.grad_accum_steps):
-            start = self.pos + (k * self.world_size + self.rank) * b * t
+        starts = [self.pos + (k * self.world_size + self.rank) * b * t for k in range(self.grad_accum_steps)]
+        for k, start in enumerate(starts):
             rows[k] = tokens[start:start + b * t + 1]
+        if self.vocab_size is not None and int(rows.max()) >= self.vocab_size:  # microseconds; before any device
+            k, col = divmod(int(np.argmax(rows >= self.vocab_size)), rows.shape[1])
+            path = self.paths[int(self._order(self.epoch)[self.shard])]
+            raise token_error(path, int(rows[k, col]), starts[k] + col, self.vocab_size)
         self.pos += self.batch_size * t
         return torch.from_numpy(rows)
 
@@ -146,7 +163,11 @@ class ValidationSet:
         parts, have = [], 0
         for path in shard_paths:
             tokens = open_shard(path, vocab_size=vocab_size, check_tokens=check_tokens)
-            parts.append(np.asarray(tokens[: need - have], dtype=np.int64))
+            part = np.asarray(tokens[: need - have])
+            if vocab_size is not None and part.size and int(part.max()) >= vocab_size:  # guarded whatever the scan said
+                at = int(np.argmax(part >= vocab_size))
+                raise token_error(path, int(part[at]), at, vocab_size)
+            parts.append(part.astype(np.int64))
             have += len(parts[-1])
             if have == need:
                 break

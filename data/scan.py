@@ -1,8 +1,12 @@
 """The start-up check of a shard directory: every shard's largest token id, and that the shards belong to it.
 
-``scan_directory`` reads each ``*_train_*.bin`` / ``*_val_*.bin`` once (numpy max in 16 MiB chunks, about
-the speed of reading the file) and caches the result in the directory's ``manifest.json`` under
-``token_scan``, keyed by file name with its size and mtime, so a restart re-reads only changed shards.
+``scan_directory`` reads each ``*_train_*.bin`` / ``*_val_*.bin`` once per start: one pass computes its SHA-256
+and, unless the directory's ``manifest.json`` already records the largest id for exactly that content (``token_scan``,
+keyed by file name and content digest), the largest token id (numpy max in 16 MiB chunks). Size and mtime are not
+trusted: a shard rewritten in place with the same size and mtime has another digest, so its ids are scanned again.
+The cost is reading the files (about the speed of the disk or page cache) on every start; the loader also checks
+every batch's ids where it reads them (data/loader.py), so a shard changed after this scan stops the run with one
+line naming it instead of an IndexError.
 
 A directory written by ``python -m data.fineweb`` (or the embedded corpus) has a manifest naming its
 tokenizer and a ``progress.json`` listing its shards: shards it does not list (another prefix, another
@@ -12,6 +16,7 @@ with no manifest at all, are accepted as before, with one note.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -35,6 +40,15 @@ class ScanResult:
 def max_token_id(path: Path) -> int:
     tokens = shards.open_shard(path, check_tokens=False)
     return max((int(tokens[i:i + _CHUNK].max()) for i in range(0, len(tokens), _CHUNK)), default=-1)
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of the shard file's bytes (the key of its cached scan)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(2 * _CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _read_json(path: Path) -> dict | None:
@@ -77,15 +91,16 @@ def scan_directory(directory: str | Path, vocab_size: int | None, scan_tokens: b
     cache = dict((manifest or {}).get("token_scan", {}))
     changed = False
     for path in paths if scan_tokens else []:
-        stat = path.stat()
         entry = cache.get(path.name)
-        if not (entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns):
-            try:
-                entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "max_token": max_token_id(path)}
-            except shards.ShardError as err:
-                result.problems.append(str(err))
-                continue
-            cache[path.name], changed = entry, True
+        try:
+            shards.read_header(path)  # a malformed file is named before its bytes are hashed
+            digest = content_digest(path)
+            if not (entry and entry.get("sha256") == digest):  # size and mtime do not tell content
+                entry, changed = {"sha256": digest, "max_token": max_token_id(path)}, True
+                cache[path.name] = entry
+        except (shards.ShardError, OSError) as err:
+            result.problems.append(str(err) if isinstance(err, shards.ShardError) else f"{path}: {err}")
+            continue
         result.max_token[path.name] = entry["max_token"]
         if vocab_size is not None and entry["max_token"] >= vocab_size:
             result.problems.append(f"{path}: token id {entry['max_token']} >= {vocab_key} {vocab_size} "

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data.loader import TrainLoader, ValidationSet
-from data.shards import write_shard
+from data.shards import ShardError, write_shard
 
 
 @pytest.fixture
@@ -111,3 +111,21 @@ def test_validation_set_is_split_across_ranks_without_overlap(shards):
     assert sorted(seen) == [10 * i for i in range(9)]
     with pytest.raises(ValueError, match="fewer than train.eval_tokens"):
         ValidationSet([val], seq_len=10, num_tokens=400)
+
+
+def test_every_batch_is_guarded_where_it_is_read(tmp_path):
+    """Issue 20: whatever a scan or its cache said, a token id >= vocab_size in a batch stops the read with one error
+    naming the shard and the offset, before anything reaches an embedding (no IndexError / device assert)."""
+    tokens = np.arange(4000, dtype=np.uint16) % 1000
+    tokens[2500] = 1500
+    path = tmp_path / "t_train_000000.bin"
+    write_shard(path, tokens)
+    loader = TrainLoader([path], seq_len=16, batch_size=8, micro_batch_size=4, shuffle=False, check_tokens=False,
+                         vocab_size=1000)
+    for _ in range(2500 // 128):  # the batches before the bad token read fine
+        loader.next_batch()
+    with pytest.raises(ShardError, match=rf"{path.name}: token id 1500 at token offset 2500 \(byte 6024\) is >= "
+                                         r"model.vocab_size 1000"):
+        loader.next_batch()
+    with pytest.raises(ShardError, match="token offset 2500"):
+        ValidationSet([path], seq_len=16, num_tokens=2600, vocab_size=1000, check_tokens=False)

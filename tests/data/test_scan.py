@@ -1,9 +1,10 @@
 """The start-up shard check: token ids >= vocab in any shard, shards the manifest does not list, another
-tokenizer; the scan is cached in the manifest by size + mtime; directories without a manifest pass with a note."""
+tokenizer; the scan is cached in the manifest by content digest (not size + mtime); directories without a manifest pass with a note."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -28,6 +29,20 @@ def test_prepared_directory_passes_and_caches_the_scan(prepared, monkeypatch):
     assert all(0 < e["max_token"] < 50257 for e in cached.values())
     monkeypatch.setattr(scan, "max_token_id", lambda p: pytest.fail(f"re-read {p} despite the cache"))
     assert scan.check_directory(prepared, 50304, scan_tokens=True) == []
+
+
+def test_a_shard_rewritten_with_the_same_size_and_mtime_is_scanned_again(prepared):
+    """Issue 20: the cache is keyed by the content's SHA-256, so an in-place rewrite cannot pass on a stale entry."""
+    assert scan.check_directory(prepared, 50304, scan_tokens=True) == []
+    path = sorted(prepared.glob("*_train_*.bin"))[0]
+    before = path.stat()
+    tokens = np.array(shards.open_shard(path))
+    tokens[7] = 60000
+    shards.write_shard(path, tokens)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(ValueError, match=f"{path.name}: token id 60000 >= model.vocab_size 50304"):
+        scan.check_directory(prepared, 50304, scan_tokens=True)
 
 
 def test_token_id_above_vocab_in_a_later_shard_is_found_at_start_up(prepared):
