@@ -89,3 +89,28 @@ def test_init_from_bad_directories(tmp_path):
     model = GPT(load_config([f"--model.init_from={directory}"]).model)
     with pytest.raises(ConfigError, match="none of model.safetensors"):
         load_hf_weights(model, directory)
+
+
+def test_trainer_first_evaluation_equals_gpt2lmheadmodel(tmp_path):
+    """train_gpt.build with --model.init_from, then the trainer's evaluation pass: the validation loss equals
+    GPT2LMHeadModel's mean loss on the same validation tokens."""
+    import train_gpt
+    from trainer.distributed import DistInfo
+    from trainer.passes import evaluate
+
+    hf, directory = hf_gpt2(tmp_path)
+    cfg = load_config([f"--model.init_from={directory}", "--model.dropout=0.0", "--train.eval_tokens=256",
+                       "--train.batch_size=4", "--train.micro_batch_size=4", f"--train.out_dir={tmp_path / 'run'}",
+                       "--train.device=cpu", "--train.dtype=float32"])
+    dist = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    state, val_set, _ = train_gpt.build(cfg, dist)
+    ours = evaluate(state.model, val_set, rank=0, world_size=1, micro_batch_size=4, device=dist.device,
+                    dtype="float32")
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in val_set.batches(0, 1, 4):
+            logits = hf(x).logits
+            total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1,
+                                                       reduction="sum").item()
+            count += int((y != -1).sum())
+    assert count == 256 and abs(ours - total / count) <= 1e-4
