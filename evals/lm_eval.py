@@ -1,4 +1,4 @@
-"""lm-evaluation-harness on a run's checkpoint (EleutherAI's lm-eval 0.4, the optional extra `pip install -e ".[eval]"`).
+"""lm-evaluation-harness (EleutherAI's lm-eval 0.4; optional extra `pip install -e ".[eval]"`) on a run's checkpoint.
 
     python -m evals.lm_eval --run out/tiny --tasks hellaswag_small --include-path evals/lm_eval_tasks
     python -m evals.lm_eval --run out/gpt2-124m --tasks hellaswag,arc_easy --batch-size 16     # hub data, online
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = loaded.model.to(dist.device)
         if dist.is_main:
-            print(f"{loaded.path} (step {loaded.step}): lm-eval {lm_eval.__version__ if hasattr(lm_eval, '__version__') else ''} "
-                  f"tasks {','.join(args.tasks)} on {dist.world_size} rank(s)", file=sys.stderr)
+            print(f"{loaded.path} (step {loaded.step}): lm-eval {getattr(lm_eval, '__version__', '?')}, tasks "
+                  f"{','.join(args.tasks)} on {dist.world_size} rank(s)", file=sys.stderr)
         lm = GPTLM(model, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks, autocast=autocast(dist.device),
                    rank=dist.rank, world_size=dist.world_size)
         limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit

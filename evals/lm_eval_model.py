@@ -66,7 +66,7 @@ class GPTLM(TemplateLM):
         return "gpt2"
 
     def tok_encode(self, string: str, add_special_tokens=None, **kwargs) -> list[int]:
-        return self.encoding.encode(string, allowed_special={EOT_TEXT})  # as HF's GPT-2 tokenizer: the EOT text is 50256
+        return self.encoding.encode(string, allowed_special={EOT_TEXT})  # as HF's GPT-2 tokenizer: EOT text -> 50256
 
     def tok_decode(self, tokens) -> str:
         return self.encoding.decode(list(tokens))

@@ -74,9 +74,10 @@ class GPT(nn.Module):
 
         The head matmul runs in the ambient (autocast) dtype; logits are upcast to fp32 before the softmax.
         Targets equal to -1 are ignored by the loss. The logits of padded vocabulary rows (from
-        `config.padded_from` = tokenizer_vocab_size on) are -inf, so softmax, loss and sampling give them nothing. With a `cache` (generation), idx holds the positions after the
-        `cache.length` cached ones, which it attends to; the cache then also holds these. ``return_logits=False``
-        (training) returns (None, loss) without materialising the batch's logits (model/loss.py).
+        `config.padded_from` = tokenizer_vocab_size on) are -inf, so softmax, loss and sampling give them nothing.
+        With a `cache` (generation), idx holds the positions after the `cache.length` cached ones, which it attends
+        to; the cache then also holds these. ``return_logits=False`` (training) returns (None, loss) without
+        materialising the batch's logits (model/loss.py).
         """
         if idx.dim() != 2:
             raise ValueError(f"GPT.forward: idx must have shape (batch, seq_len), got {tuple(idx.shape)}")
