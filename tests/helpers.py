@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,3 +90,39 @@ def require(package: str):
     if importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} is not installed (pip install -e '.[eval]')")
     return importlib.import_module(package)
+
+
+def run_two_nodes(out_dir: Path, *args: str, timeout: int = 300) -> list[str]:
+    """Two ``torchrun --nnodes=2 --nproc_per_node=1`` launches meeting on 127.0.0.1, as on two machines; returns each
+    node's output after both exited 0, else fails with both outputs.
+
+    Each node writes to its own file (a pipe that nobody reads while the test waits on the other node fills up
+    at 64 KiB and blocks that node's ranks, which stalls the collectives of the other one), the rendezvous id
+    is unique to the call (a stray agent of another test that lands on the same port never joins it), and on
+    timeout both process groups are killed so nothing is left running (``communicate(timeout=...)`` alone leaves
+    them to load the machine and hold the run's lock)."""
+    import uuid
+
+    rdzv = ("--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{free_port()}",
+            f"--rdzv_id=clipgpt-{uuid.uuid4().hex[:12]}")
+    # a collective stuck for 120 s names itself (lost contact ...) well before the test's timeout
+    cmd = train_cmd(f"--train.out_dir={out_dir}", "--train.dist_timeout_s=120", *args, nproc=1, extra_torchrun=rdzv)
+    logs = [Path(out_dir).parent / f"{Path(out_dir).name}.node{i}.log" for i in range(2)]
+    nodes = []
+    for log in logs:
+        with open(log, "w") as sink:
+            nodes.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=sink, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+    try:
+        for node in nodes:
+            node.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for node in nodes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+    outputs = [log.read_text(errors="replace") for log in logs]
+    codes = [node.returncode for node in nodes]
+    assert codes == [0, 0], f"exit codes {codes}\n" + "\n".join(f"--- node {i}:\n{o[-3000:]}"
+                                                                  for i, o in enumerate(outputs))
+    return outputs

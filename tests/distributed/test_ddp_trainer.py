@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
-from tests.helpers import REPO_ROOT, env, free_port, losses, metrics, run_train, train_cmd
+from tests.helpers import losses, metrics, run_train, run_two_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +29,10 @@ def test_two_processes_match_one(single_process, tmp_path):
 
 def test_two_nodes_on_localhost(single_process, tmp_path):
     """Two `torchrun --nnodes=2` launches rendezvous on 127.0.0.1, as on two machines."""
-    port = free_port()
-    rdzv = ("--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=clipgpt-test")
-    cmd = train_cmd(f"--train.out_dir={tmp_path}", *COMMON, nproc=1, extra_torchrun=rdzv)
-    nodes = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    out = tmp_path / "run"
+    outputs = run_two_nodes(out, *COMMON)
     assert any("world size 2" in o for o in outputs)
-    assert losses(tmp_path) == pytest.approx(losses(single_process), rel=1e-5, abs=1e-5)
+    assert losses(out) == pytest.approx(losses(single_process), rel=1e-5, abs=1e-5)
 
 
 def test_resume_at_a_different_world_size(single_process, tmp_path):

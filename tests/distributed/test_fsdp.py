@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, env, free_port, losses, metrics, run_train, train_cmd
+from tests.helpers import REPO_ROOT, env, losses, metrics, run_train, run_two_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -65,16 +65,10 @@ def single_process(tmp_path_factory):
 
 
 def test_two_nodes_fsdp_match_one_process(single_process, tmp_path):
-    port = free_port()
-    rdzv = ("--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=clipgpt-fsdp")
-    cmd = train_cmd(f"--train.out_dir={tmp_path}", *COMMON, "--train.parallel=fsdp", "--train.checkpoint_every=0",
-                    nproc=1, extra_torchrun=rdzv)
-    nodes = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
-    assert losses(tmp_path) == pytest.approx(losses(single_process), rel=1e-4, abs=1e-4)
-    one, two = metrics(single_process), metrics(tmp_path)
+    out = tmp_path / "run"
+    run_two_nodes(out, *COMMON, "--train.parallel=fsdp", "--train.checkpoint_every=0")
+    assert losses(out) == pytest.approx(losses(single_process), rel=1e-4, abs=1e-4)
+    one, two = metrics(single_process), metrics(out)
     for key in ("grad_norm", "clip_factor", "dual_norm"):
         assert [m[key] for m in two] == pytest.approx([m[key] for m in one], rel=1e-4), key
     assert two[0]["param_bytes_per_rank"] <= 0.55 * one[0]["param_bytes_per_rank"]
