@@ -4,6 +4,8 @@ and the delta-GClip + momentum step side by side with the same update written in
     python -m optim.bench                       # 124M shapes (GPU), writes benchmarks/results/optim-step-<device>.json
     python -m optim.bench --size anchor         # the anchor set of published measurements (below)
     python -m optim.bench --size small --threads 1 --ns-dtype float32   # scaled-down shapes, CPU, seconds
+    python -m optim.bench --only clipped_scion clipped_scion_v1        # S3CG Variant 1's ||v|| against Variant 2
+    python -m optim.bench --norm-estimate --threads 1 --steps 3         # its spectral-norm estimate vs Newton-Schulz
 
 Parameter sets are built from the shapes alone, named as the model names them so the group rules apply:
 ``124m`` is the Clipped Scion NanoGPT model (12 blocks of qkv (3d, d), proj (d, d), fc (4d, d), proj (d, 4d) and the
@@ -36,6 +38,8 @@ SIZES = {"124m": dict(n_layer=12, d=768, vocab=50304), "medium": dict(n_layer=4,
          "small": dict(n_layer=2, d=64, vocab=512), "anchor": dict(n_layer=12, d=768, vocab=50304, untied=True)}
 HYPERPARAMETERS = {"gclip": dict(gamma=1.0), "dgclip": dict(gamma=1.0, delta=1e-3), "sgd": dict(momentum=0.9),
                    "muon": dict(lr=0.02)}
+# extra entries of --only: a registry optimizer with other settings
+VARIANTS = {"clipped_scion_v1": ("clipped_scion", dict(s3cg_variant=1))}  # S3CG Variant 1: + ||v|| of every layer
 
 
 def shapes_of(n_layer: int, d: int, vocab: int, untied: bool = False) -> list[tuple[str, tuple[int, ...]]]:
@@ -140,12 +144,38 @@ def compare_dgclip(named, *, steps: int, warmup: int, with_compile: bool = True)
 
 
 def time_optimizer(name: str, named, *, steps: int, warmup: int, ns_dtype: str, capture: bool = False) -> float:
-    kwargs = dict(HYPERPARAMETERS.get(name, {}))
+    name, kwargs = VARIANTS.get(name, (name, {}))
+    kwargs = {**HYPERPARAMETERS.get(name, {}), **kwargs}
     if name == "muon" or "scion" in name:
         kwargs["ns_dtype"] = ns_dtype
     optimizer = REGISTRY[name].build(named, OptimConfig(name=name, **kwargs))
     device = named[0][1].device
     return _median_ms(timed_step(optimizer, capture), device, steps, max(warmup, 3) if capture else warmup)
+
+
+def time_norm_estimate(shapes=((256, 256), (768, 768), (768, 3072)), repeats: int = 3) -> dict:
+    """S3CG Variant 1's spectral-norm estimate (optim.lmo.spectral_norm_estimate) of one matrix against the 20-step
+    power iteration it replaced and against Newton-Schulz (bf16 and fp32) of the same matrix: median ms, ratios."""
+    from .lmo import spectral_norm_estimate
+    from .newton_schulz import newton_schulz5
+
+    def power_iteration_20(M):
+        u = torch.ones(M.size(-1), dtype=M.dtype, device=M.device)
+        for _ in range(20):
+            u = M.mT @ (M @ u)
+            u = u / (u.norm() + 1e-30)
+        return (M @ u).norm()
+
+    out = {}
+    for shape in shapes:
+        M = torch.randn(shape, device="cuda" if torch.cuda.is_available() else "cpu")
+        fns = {"squaring_12": spectral_norm_estimate, "power_iteration_20": power_iteration_20,
+               "newton_schulz5_bf16": newton_schulz5,
+               "newton_schulz5_fp32": lambda M: newton_schulz5(M, 5, torch.float32)}
+        ms = {name: _median_ms(lambda f=f: f(M), M.device, repeats, 1) for name, f in fns.items()}
+        out["x".join(map(str, shape))] = {"ms": ms, **{f"squaring_vs_{k}": ms["squaring_12"] / v
+                                                        for k, v in ms.items() if k != "squaring_12"}}
+    return out
 
 
 def run(size: str = "124m", steps: int = 20, warmup: int = 3, names: list[str] | None = None,
@@ -169,7 +199,8 @@ def run(size: str = "124m", steps: int = 20, warmup: int = 3, names: list[str] |
     for entry in results.values():
         entry["vs_fused_adamw"] = entry["step_ms"] / base if base else None
     overhead = {}
-    for clipped, plain in (("unconstrained_clipped_scion", "unconstrained_scion"), ("clipped_scion", "scion")):
+    for clipped, plain in (("unconstrained_clipped_scion", "unconstrained_scion"), ("clipped_scion", "scion"),
+                           ("clipped_scion_v1", "clipped_scion")):
         if clipped in results and plain in results:
             overhead[clipped] = results[clipped]["step_ms"] / results[plain]["step_ms"] - 1
     comparison = compare_dgclip(named, steps=steps, warmup=warmup, with_compile=with_compile) if compare else None
@@ -205,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ns-dtype", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (use 1 on a shared machine: spinning threads distort CPU timings)")
-    parser.add_argument("--only", nargs="*", default=None, help="optimizer names (default: all)")
+    parser.add_argument("--only", nargs="*", default=None, help="optimizer names (default: all registry "
+                                                                "optimizers), or clipped_scion_v1 (S3CG Variant 1)")
     parser.add_argument("--compare", action="store_true", help="also time the delta-GClip + momentum step against "
                                                                "eager foreach, torch.compile and fused AdamW")
     parser.add_argument("--captured", action="store_true", help="also time each step replayed from a CUDA graph "
@@ -213,10 +245,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-compile", action="store_true", help="--compare without the torch.compile variants "
                                                                   "(quick CPU runs)")
     add_results_arguments(parser, "benchmarks/results/optim-step-<device>-<size>.json")
+    parser.add_argument("--norm-estimate", action="store_true", help="only time S3CG Variant 1's spectral-norm "
+                                                                     "estimate against Newton-Schulz, one matrix")
     args = parser.parse_args(argv)
     refuse_existing_out(args.out, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.norm_estimate:
+        report = {"benchmark": "spectral-norm estimate vs Newton-Schulz", "torch": torch.__version__,
+                  "cpu_threads": torch.get_num_threads(), "results": time_norm_estimate(repeats=args.steps)}
+        tag = "cuda" if torch.cuda.is_available() else "cpu"
+        default = Path(f"benchmarks/results/s3cg-variant1-norm-estimate-{tag}.json")
+        out = results_path(args.out, default, args.overwrite)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["results"], indent=1))
+        print(written_note(out, default))
+        return report
     print(header(args.size, args.device, args.ns_dtype, args.steps, args.warmup), flush=True)
     report = run(args.size, args.steps, args.warmup, args.only, args.device, args.ns_dtype, args.compare,
                  args.captured, not args.no_compile)

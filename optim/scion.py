@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
 from .kernel_api import kernels
-from .lmo import NORMS, LMOSpec, layer_norm, lmo_many
+from .lmo import NORMS, LMOSpec, layer_norms, lmo_many
 from .lmo_sharded import lmo_many_sharded
 from .sharding import global_norms, local_list, shard_group, sum_across
 from .settings import (
@@ -184,11 +184,11 @@ def variant1_factor(ratio: torch.Tensor, params, directions, specs, radii, spect
 
     The code's rho is Variant 2's 4*rho_paper (docs/optimizers.md), so Variant 1's min(rho_paper, G/||v||^2) is
     lr min(1, 4 G / (rho ||v||^2)); ||v|| <= 2 inside the ball, so Variant 1 steps at least as far as Variant 2.
-    Spectral norms by power iteration (exact SVD when spectral_lmo="svd"). ||v|| = 0 means v = 0: factor 0.
+    Spectral norms by repeated-squaring power iteration, batched by shape (optim.lmo.spectral_norm_estimate: no host
+    sync; exact SVD when spectral_lmo="svd"). ||v|| = 0 means v = 0: factor 0.
     """
-    iters = None if spectral_lmo == "svd" else 20
-    norms = [layer_norm(x - r * s, spec, power_iters=iters) / r
-             for x, s, spec, r in zip(params, directions, specs, radii)]
+    vs = [x - r * s for x, s, r in zip(params, directions, radii)]
+    norms = [n / r for n, r in zip(layer_norms(vs, specs, exact=spectral_lmo == "svd"), radii)]
     v_norm = torch.stack([n.to(ratio.dtype) for n in norms]).amax()
     return torch.where(v_norm > 0, ratio * 4.0 / v_norm.square().clamp(min=1e-30), torch.zeros_like(ratio))
 

@@ -86,3 +86,18 @@ def test_benchmark_keeps_existing_results_prints_a_header_and_overwrites_only_wh
         bench.main([*args, "--out", str(committed)])
     bench.main([*args, "--out", str(committed), "--overwrite"])
     assert json.loads(committed.read_text())["results"]["adamw"]["step_ms"] > 0
+
+
+def test_variant1_entry_times_s3cg_variant1_against_variant2(tmp_path):
+    report = bench.main(["--size", "small", "--steps", "1", "--warmup", "1", "--device", "cpu", "--ns-dtype",
+                         "float32", "--threads", "1", "--only", "clipped_scion", "clipped_scion_v1",
+                         "--out", str(tmp_path / "v1.json")])
+    assert set(report["results"]) == {"clipped_scion", "clipped_scion_v1"}
+    assert "clipped_scion_v1" in report["clipping_overhead_vs_unclipped"]
+
+
+def test_norm_estimate_timing_reports_ratios():
+    results = bench.time_norm_estimate(shapes=((8, 12),), repeats=1)
+    entry = results["8x12"]
+    assert set(entry["ms"]) == {"squaring_12", "power_iteration_20", "newton_schulz5_bf16", "newton_schulz5_fp32"}
+    assert entry["squaring_vs_newton_schulz5_fp32"] > 0
