@@ -15,9 +15,9 @@ state dicts. The layout comes from trainer/parallel_dims.py (the one place that 
   gradients reduce-scattered within the group and all-reduced across the groups (once per step).
 
 Checkpoints: ddp (and one process) write whole tensors keyed by parameter name (:func:`full_model_state` /
-:func:`full_optimizer_state`); fsdp writes each rank's shards with DCP (trainer/sharded_checkpoint.py). Either loads
-into either layout at any world size (whole tensors are sliced by the ``load_full_*`` functions, DCP reshards), so
-runs move across ddp <-> fsdp in both directions.
+:func:`full_optimizer_state`); fsdp and hsdp write the shards with DCP (trainer/sharded_checkpoint.py; hsdp: one
+shard group). Every kind loads into every layout at any world size (whole tensors are sliced by the ``load_full_*``
+functions, DCP reshards), so runs move between one process, ddp, fsdp and hsdp in every direction.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from optim import sharding
+
 
 def apply_fsdp(model: nn.Module, *, device: torch.device, dtype: str, compile_blocks: bool, mesh=None,
                compile_backend: str = "inductor") -> nn.Module:
