@@ -16,6 +16,7 @@ from .config import GroupRule, GroupRules, GRConfig, OPTIMIZER_NAMES, OptimConfi
 from .gr import GradientRegularization
 from .groups import build_param_groups, resolve_roles
 from .groups import describe_assignment as _describe
+from .module_roles import module_facts
 from .lmo import LMOSpec, dual_norm, layer_norm, lmo, lmo_many
 from .muon import Muon
 from .newton_schulz import newton_schulz5, orthogonalize
@@ -24,8 +25,8 @@ from .scion import ClippedScion, Scion
 
 
 def describe_assignment(model: torch.nn.Module, cfg: OptimConfig) -> str:
-    """The resolved role of every parameter under `cfg.groups`, as text for the run log."""
-    return _describe(list(model.named_parameters()), cfg)
+    """The resolved role of every parameter under `cfg.groups` (or by module, as `build` does), as text for the log."""
+    return _describe(list(model.named_parameters()), cfg, module_facts(model))
 
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> str:
@@ -59,5 +60,5 @@ __all__ = [
     "AdamW", "CapturedStep", "ClippedSGD", "ClippedScion", "DeltaGClip", "GClip", "GRConfig", "GradientRegularization", "GroupRule",
     "GroupRules", "LMOSpec", "Muon", "NormalizedSGD", "OPTIMIZER_NAMES", "OptimConfig", "REGISTRY", "SGD", "Scion",
     "build", "build_param_groups", "describe_assignment", "describe_groups", "dual_norm", "layer_norm", "lmo", "lmo_many",
-    "newton_schulz5", "orthogonalize", "resolve_roles", "step_stats", "with_settings_of",
+    "module_facts", "newton_schulz5", "orthogonalize", "resolve_roles", "step_stats", "with_settings_of",
 ]

@@ -56,9 +56,10 @@ OptimizerName = Literal[OPTIMIZER_NAMES]  # the type of optim.name: exactly the 
 NormName = Literal["spectral", "sign", "colnorm", "rownorm", "bias_rms"]
 
 
-_SPLIT_RULE = re.compile(r".+=[1-9][0-9]*(,[1-9][0-9]*)*")
+_SPLIT_RULE = re.compile(r".+=[1-9][0-9]*(,[1-9][0-9]*)*(@[01])?")
 split_rules = Check(lambda v: all(isinstance(x, str) and _SPLIT_RULE.fullmatch(x) for x in v),
-                    "a list of 'GLOB=N' (N equal parts) or 'GLOB=a,b,c' (sizes along dim 0) strings")
+                    "a list of 'GLOB=N' (N equal parts) or 'GLOB=a,b,c' (sizes) strings, each optionally "
+                    "with '@0' or '@1' (the axis)")
 
 
 @dataclass
@@ -77,7 +78,8 @@ class GroupRule(Section):
                                         "scaling")
     splits: list[str] = field(default_factory=list, check=split_rules,
                               help="fused parameters as several layers for the Scion LMOs / Muon: 'GLOB=N' (N equal "
-                                   "parts along dim 0) or 'GLOB=a,b,c' (sizes), e.g. 'blocks.*.attn.qkv.weight=3' "
+                                   "parts) or 'GLOB=a,b,c' (sizes) along the output axis (dim 0; dim 1 with "
+                                   "transpose), or with an explicit axis 'GLOB=N@1', e.g. 'blocks.*.attn.qkv.weight=3' "
                                    "(optim/splits.py)")
 
 

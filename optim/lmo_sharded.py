@@ -21,7 +21,7 @@ import torch.distributed as dist
 from . import sharding
 from .lmo import LMOSpec, lmo, spectral_scale
 from .newton_schulz import orthogonalize
-from .splits import split_pieces
+from .splits import row_splits, split_pieces
 
 
 def sign_lmo_local(d_local: torch.Tensor, spec: LMOSpec, shape: tuple[int, ...]) -> torch.Tensor:
@@ -59,6 +59,7 @@ def _piecewise_at_owners(layouts: list[sharding.RowShards], shards: list[torch.T
     runs while the next bucket computes. Owners come from the memoized planner (sharding.assign_owners).
     """
     factors = factors or [None] * len(shards)
+    splits = [row_splits(entry, f"sharded tensor of shape {tuple(lay.shape)}") for entry, lay in zip(splits, layouts)]
     back = [transport[i] if factors[i] is not None else shards[i].dtype for i in range(len(shards))]
     owners = sharding.assign_owners([lay.shape for lay in layouts], layouts[0].world)
     buckets: dict[tuple, list[int]] = {}

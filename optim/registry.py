@@ -11,30 +11,34 @@ from .adamw import AdamW
 from .clipped_sgd import ClippedSGD
 from .config import OPTIMIZERS, OptimConfig
 from .groups import build_param_groups
+from .module_roles import ParamFacts, module_facts
 from .muon import Muon
 from .scion import ClippedScion
 
 NamedParams = list[tuple[str, torch.Tensor]]
 
 
+Facts = dict[str, ParamFacts] | None  # optim/module_roles.py: roles by module, known layouts
+
+
 @dataclass(frozen=True)
 class OptimizerEntry:
-    build: Callable[[NamedParams, OptimConfig], torch.optim.Optimizer]
+    build: Callable[..., torch.optim.Optimizer]  # (named params, cfg, facts=None)
     keys: frozenset[str]
     summary: str
 
 
-def _adamw(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return AdamW(build_param_groups(named, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+def _adamw(named: NamedParams, cfg: OptimConfig, facts: Facts = None) -> torch.optim.Optimizer:
+    return AdamW(build_param_groups(named, cfg, facts=facts), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                  weight_decay=cfg.weight_decay, fused=None if cfg.fused == "auto" else cfg.fused,
                  max_grad_norm=cfg.max_grad_norm, backend=cfg.backend)
 
 
-def _muon(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
+def _muon(named: NamedParams, cfg: OptimConfig, facts: Facts = None) -> torch.optim.Optimizer:
     spectral = [role for role, rule in cfg.groups.items() if rule.norm == "spectral"]
     others = [role for role, _ in cfg.groups.items() if role not in spectral]
-    groups = (build_param_groups(named, cfg, roles=spectral, extra={"use_muon": True})
-              + build_param_groups(named, cfg, lr=cfg.adamw_lr, roles=others, extra={"use_muon": False}))
+    groups = (build_param_groups(named, cfg, roles=spectral, extra={"use_muon": True}, facts=facts)
+              + build_param_groups(named, cfg, lr=cfg.adamw_lr, roles=others, extra={"use_muon": False}, facts=facts))
     return Muon(groups, lr=cfg.lr, momentum=0.95 if cfg.momentum is None else cfg.momentum,
                 nesterov=True if cfg.nesterov is None else cfg.nesterov, weight_decay=cfg.weight_decay,
                 betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, ns_steps=cfg.ns_steps, ns_dtype=cfg.ns_dtype,
@@ -42,9 +46,9 @@ def _muon(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
                 backend=cfg.backend, spectral_lmo=cfg.spectral_lmo)
 
 
-def _sgd_family(rule: str) -> Callable[[NamedParams, OptimConfig], torch.optim.Optimizer]:
-    def build(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
-        return ClippedSGD(build_param_groups(named, cfg), lr=cfg.lr, rule=rule,
+def _sgd_family(rule: str) -> Callable[..., torch.optim.Optimizer]:
+    def build(named: NamedParams, cfg: OptimConfig, facts: Facts = None) -> torch.optim.Optimizer:
+        return ClippedSGD(build_param_groups(named, cfg, facts=facts), lr=cfg.lr, rule=rule,
                           gamma=cfg.gamma if rule in ("gclip", "dgclip") else None,
                           delta=cfg.delta if rule == "dgclip" else 0.0,
                           beta=cfg.beta if rule == "normalized" else 0.0,
@@ -54,9 +58,9 @@ def _sgd_family(rule: str) -> Callable[[NamedParams, OptimConfig], torch.optim.O
     return build
 
 
-def _scion_family(clipped: bool, constrained: bool) -> Callable[[NamedParams, OptimConfig], torch.optim.Optimizer]:
-    def build(named: NamedParams, cfg: OptimConfig) -> torch.optim.Optimizer:
-        return ClippedScion(build_param_groups(named, cfg, extra={"alpha": cfg.alpha}), lr=cfg.lr,
+def _scion_family(clipped: bool, constrained: bool) -> Callable[..., torch.optim.Optimizer]:
+    def build(named: NamedParams, cfg: OptimConfig, facts: Facts = None) -> torch.optim.Optimizer:
+        return ClippedScion(build_param_groups(named, cfg, extra={"alpha": cfg.alpha}, facts=facts), lr=cfg.lr,
                             rho=cfg.rho if clipped else None, alpha=cfg.alpha, constrained=constrained,
                             rho_scaling=cfg.rho_scaling, ns_steps=cfg.ns_steps, ns_dtype=cfg.ns_dtype,
                             split_across_ranks=cfg.split_orthogonalization, backend=cfg.backend,
@@ -64,7 +68,7 @@ def _scion_family(clipped: bool, constrained: bool) -> Callable[[NamedParams, Op
     return build
 
 
-_BUILDERS: dict[str, Callable[[NamedParams, OptimConfig], torch.optim.Optimizer]] = {
+_BUILDERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": _adamw,
     "muon": _muon,
     "sgd": _sgd_family("none"),
@@ -85,6 +89,7 @@ REGISTRY: dict[str, OptimizerEntry] = {
 
 
 def build(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The optimizer `cfg.name` over `model`'s parameters, grouped by `cfg.groups` (validated first)."""
+    """The optimizer `cfg.name` over `model`'s parameters, grouped by `cfg.groups` (validated first); on a model
+    whose parameter names no pattern matches, by module (optim/module_roles.py)."""
     cfg.validate()
-    return REGISTRY[cfg.name].build(list(model.named_parameters()), cfg)
+    return REGISTRY[cfg.name].build(list(model.named_parameters()), cfg, module_facts(model))

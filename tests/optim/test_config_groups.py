@@ -93,7 +93,9 @@ def test_unmatched_or_doubly_matched_parameter_is_named():
     cfg = OptimConfig()
     cfg.groups.vector.patterns = ["*.bias"]
     with pytest.raises(ValueError, match="'blocks.0.norm1.weight' matches no role"):
-        optim.build(m, cfg)
+        resolve_roles(list(m.named_parameters()), cfg.groups)  # names only: no role by module to fall back on
+    by_name = {n: g["role"] for g in optim.build(m, cfg).param_groups for n in g["param_names"]}
+    assert by_name["blocks.0.norm1.weight"] == "vector"  # optim.build: unmatched tensors take their module's role
     cfg = OptimConfig()
     cfg.groups.hidden.patterns = ["blocks.*"]
     with pytest.raises(ValueError, match=r"matches several roles \(hidden, vector\)"):

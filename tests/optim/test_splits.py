@@ -167,9 +167,10 @@ def test_default_rules_split_the_gpt_qkv_into_three():
 
 
 def test_split_rules_are_checked_with_the_key_named():
-    assert parse_split_rule("a.*.w=3", "k") == ("a.*.w", [3])
-    assert parse_split_rule("w=2,4", "k") == ("w", [2, 4])
-    for bad in ("w", "w=", "w=0", "=3", "w=a,b"):
+    assert parse_split_rule("a.*.w=3", "k") == ("a.*.w", [3], None)
+    assert parse_split_rule("w=2,4", "k") == ("w", [2, 4], None)
+    assert parse_split_rule("w=3@1", "k") == ("w", [3], 1)
+    for bad in ("w", "w=", "w=0", "=3", "w=a,b", "w=3@2", "w=3@"):
         with pytest.raises(ValueError, match="optim.groups.hidden.splits: bad split rule"):
             parse_split_rule(bad, "optim.groups.hidden.splits")
     with pytest.raises(ValueError, match="not divisible by 4"):
