@@ -145,7 +145,8 @@ class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
         self._begin_step()
         grad_scale = getattr(self, "grad_scale", None)  # set by GradScaler.step around this call
         found_inf = getattr(self, "found_inf", None)
-        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
+        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas,
+                                          sq_sum=self.grad_sq_sum)
         if grad_scale is not None:
             grad_norm = grad_norm / grad_scale.to(grad_norm)
         if found_inf is not None:

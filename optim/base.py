@@ -32,8 +32,12 @@ def finite_flag(norm: torch.Tensor) -> torch.Tensor:
 
 def zero_where_not_(tensors: list[torch.Tensor], ok: torch.Tensor) -> None:
     """In place t = t if ok else 0 (so non-finite gradients cannot leak into state through a zero weight)."""
-    for t in tensors:
-        torch.where(ok, t, torch.zeros((), dtype=t.dtype, device=t.device), out=t)
+    zeros: dict = {}
+    for t in tensors:  # one 0-dim zero per dtype and device, not one per tensor
+        zero = zeros.get((t.dtype, t.device))
+        if zero is None:
+            zero = zeros[(t.dtype, t.device)] = torch.zeros((), dtype=t.dtype, device=t.device)
+        torch.where(ok, t, zero, out=t)
 
 
 def remap_state_by_names(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
@@ -103,6 +107,21 @@ class OptimizerStatsMixin:
         non-finite flag with the global norm, so a fault on one rank makes every rank skip. A per-process binding:
         not part of the state dict, not pickled."""
         self.__dict__["_replicas"] = group
+
+    def take_grad_sq_sum_from(self, accumulator: torch.Tensor | None) -> None:
+        """Take the global gradient norm of every step as sqrt(``accumulator``): a 0-dim fp32 device tensor that
+        whoever produces the gradients (hooks during backward, a DDP communication hook after each bucket's
+        all-reduce) fills with this step's sum of squares of the final gradients, so ``step()`` reads the gradients
+        once, for the update. The producer zeroes it before each step's backward and makes it agree across ranks;
+        None goes back to the optimizer's own norm pass. A per-process binding: not saved, not pickled."""
+        if accumulator is not None and (not isinstance(accumulator, torch.Tensor) or accumulator.numel() != 1):
+            raise ValueError(f"take_grad_sq_sum_from: needs a 1-element tensor (the sum of squares), got "
+                             f"{type(accumulator).__name__}")
+        self.__dict__["_grad_sq_sum"] = accumulator
+
+    @property
+    def grad_sq_sum(self) -> torch.Tensor | None:
+        return self.__dict__.get("_grad_sq_sum")
 
     @property
     def replicas(self):
@@ -294,11 +313,16 @@ def groups_with_grads(param_groups: list[dict]) -> list[tuple[dict, list[torch.T
     return [w for w in work if w[1]]
 
 
-def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str, plans=None, replicas=None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str, plans=None, replicas=None,
+                     sq_sum: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(global L2 norm over every gradient of ``work``, is-finite flag), both 0-dim device tensors. Sharded (FSDP)
     gradients: local sums of squares joined by one all-reduce, which also carries the non-finite flag; replicated
-    (DDP) gradients with ``replicas`` set: a 4-byte flag all-reduce makes the ranks agree (sharding.global_norms)."""
+    (DDP) gradients with ``replicas`` set: a 4-byte flag all-reduce makes the ranks agree (sharding.global_norms).
+    ``sq_sum``: the sum of squares already taken while the gradients were produced (see
+    OptimizerStatsMixin.take_grad_sq_sum_from): its square root, without reading the gradients again."""
+    if sq_sum is not None:
+        norm = torch.sqrt(sq_sum.detach().reshape(()).to(torch.float32))
+        return norm, finite_flag(norm)
     norm = global_norms([[g for _, _, grads in work for g in grads]], backend=backend, plans=plans,
                         replicas=replicas)[0]
     return norm, finite_flag(norm)

@@ -83,7 +83,8 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
         if not work:
             return loss
         self._begin_step()
-        global_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
+        global_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas,
+                                          sq_sum=self.grad_sq_sum)
         nan = torch.full_like(global_norm, float("nan"))
         factors = []  # per group / per tensor clip factors (their mean is reported)
         for group, params, grads in work:

@@ -100,7 +100,8 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         if not work:
             return loss
         self._begin_step()
-        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas)
+        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas,
+                                          sq_sum=self.grad_sq_sum)
         okf = ok.to(grad_norm.dtype)  # float64 when the gradients are
         work = [(group, params, local_list(grads)) for group, params, grads in work]  # FSDP: this rank's rows
         for _, _, grads in work:
@@ -144,12 +145,10 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
             ortho = orthogonalize(updates, steps=self.ns_steps, dtype=self.ns_dtype,
                                   split_across_ranks=self.split_across_ranks, process_group=self.process_group,
                                   method=self.spectral_lmo)
-        for (group, p, shape_scale), o in zip(targets, ortho):
-            lr = self.lr_of(group)  # a float, or a 1-element tensor used on the device
-            p.mul_(1 - lr * float(group["weight_decay"]) * okf)
-            p.add_(o * (-lr * shape_scale * okf))
+        apply_updates_(targets, ortho, okf, self.lr_of)
 
     def _adamw_step(self, group, params, grads, ok, okf) -> None:
+        """torch.optim.AdamW's arithmetic, op for op, as foreach ops over the group (one launch per op on CUDA)."""
         beta1, beta2 = group["betas"]
         lr, wd, eps = self.lr_of(group), float(group["weight_decay"]), float(group["eps"])
         # scalars in the parameters' math dtype (fp32, fp64 for fp64 parameters), as torch.optim.AdamW's
@@ -163,20 +162,54 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
                 state["step"] = torch.zeros((), dtype=dtype, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
+        states = [self.state[p] for p in params]
+        steps = [s["step"] for s in states]
+        ms, vs = local_list([s["exp_avg"] for s in states]), local_list([s["exp_avg_sq"] for s in states])
+        params = local_list(params)
         # One foreach add, not `state["step"].add_(okf)` per parameter: under torch.compile's inductor backend that
         # per-tensor form makes the 0-dim counters created in the graph share one storage, so each counted every
         # parameter's step (docs/optimizers.md, "Known issue: inductor aliases 0-dim tensors"). A list of okf, not
         # okf itself: the tensor-scalar overload reads the scalar on the host on CPU.
-        steps = [self.state[p]["step"] for p in params]
         torch._foreach_add_(steps, [okf] * len(steps))
-        for p, g in zip(params, grads):
-            state = self.state[p]
-            m, v, p = local(state["exp_avg"]), local(state["exp_avg_sq"]), local(p)
-            m.mul_(b1).add_(g * (1 - b1))
-            v.mul_(b2).add_(g * g * (1 - b2))
-            t = state["step"].to(dtype).clamp(min=1)  # a step saved in fp32 by an older version counts the same
-            bc1 = 1 - torch.pow(beta1, t)
-            bc2 = 1 - torch.pow(beta2, t)
-            denom = (v.sqrt() / bc2.sqrt()).add_(eps)
-            p.mul_(1 - lr * wd * okf)
-            p.add_(m / denom * (-lr * okf / bc1))
+        torch._foreach_mul_(ms, b1)  # m = b1 m + g (1 - b1)
+        torch._foreach_add_(ms, torch._foreach_mul(grads, 1 - b1))
+        torch._foreach_mul_(vs, b2)  # v = b2 v + g g (1 - b2)
+        g2 = torch._foreach_mul(grads, grads)
+        torch._foreach_mul_(g2, 1 - b2)
+        torch._foreach_add_(vs, g2)
+        t = torch._foreach_clamp_min([s.to(dtype) for s in steps], 1)  # a step saved in fp32 counts the same
+        bc1 = torch._foreach_pow(beta1, t)  # 1 - beta^t, as -(beta^t) + 1 (the same rounding)
+        torch._foreach_neg_(bc1)
+        torch._foreach_add_(bc1, 1)
+        bc2 = torch._foreach_pow(beta2, t)
+        torch._foreach_neg_(bc2)
+        torch._foreach_add_(bc2, 1)
+        denom = torch._foreach_sqrt(vs)  # sqrt(v) / sqrt(1 - beta2^t) + eps
+        torch._foreach_div_(denom, torch._foreach_sqrt(bc2))
+        torch._foreach_add_(denom, eps)
+        torch._foreach_mul_(params, 1 - lr * wd * okf)
+        step = torch._foreach_div(ms, denom)  # p += m / denom * (-lr okf / (1 - beta1^t))
+        torch._foreach_mul_(step, torch._foreach_div([-lr * okf] * len(bc1), bc1))
+        torch._foreach_add_(params, step)
+
+
+def apply_updates_(targets, ortho, okf, lr_of) -> None:
+    """p = p (1 - lr wd okf) + o (-lr scale okf) for every (group, p, scale) target and its orthogonalized update o,
+    as foreach ops per group (the same arithmetic as one matrix at a time; o is a temporary and is scaled in place)."""
+    by_group: dict[int, tuple] = {}
+    for (group, p, scale), o in zip(targets, ortho):
+        by_group.setdefault(id(group), (group, [], [], []))
+        _, ps, os_, scales = by_group[id(group)]
+        ps.append(p)
+        os_.append(o)
+        scales.append(scale)
+    for group, ps, os_, scales in by_group.values():
+        lr = lr_of(group)  # a float, or a 1-element tensor used on the device
+        torch._foreach_mul_(ps, 1 - lr * float(group["weight_decay"]) * okf)
+        if isinstance(lr, torch.Tensor):
+            torch._foreach_mul_(os_, scales)
+            torch._foreach_mul_(os_, -lr * okf)
+        else:  # o * fp32(-lr scale) * okf: the bits of o * (-lr scale okf), okf being 1 or 0
+            torch._foreach_mul_(os_, [-lr * s for s in scales])
+            torch._foreach_mul_(os_, okf)
+        torch._foreach_add_(ps, os_)

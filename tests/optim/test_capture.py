@@ -130,3 +130,24 @@ def test_captured_step_skips_a_non_finite_step_on_the_device():
         model.zero_grad(set_to_none=True)
         model(idx, idx)[1].backward()
         step()
+
+
+@pytest.mark.parametrize("name", ["dgclip", "unconstrained_clipped_scion", "muon", "adamw"])
+def test_a_precomputed_sum_of_squares_replaces_the_norm_pass(name, monkeypatch):
+    """The plug for the norm taken during backward: given the sum of squares, step() takes its square root and
+    never calls the norm pass; the step equals the plain one up to fp32 summation order."""
+    import optim.base
+    models, (given, plain), _ = pair(name)
+    for model in models:
+        backward(model, 0)
+    plain.step()
+    grads = [p.grad for p in models[0].parameters()]
+    acc = torch.stack([g.double().square().sum() for g in grads]).sum().float()
+    given.take_grad_sq_sum_from(acc)
+    monkeypatch.setattr(optim.base, "global_norms", lambda *a, **k: pytest.fail("norm pass called"))
+    given.step()
+    torch.testing.assert_close(given.stats()["grad_norm"], plain.stats()["grad_norm"], rtol=1e-6, atol=0)
+    for a, b in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="1-element tensor"):
+        given.take_grad_sq_sum_from(torch.ones(2))
