@@ -21,6 +21,8 @@ SETTINGS = {
     "modern": dict(norm="rmsnorm", pos_emb="rope", qk_norm=True, mlp="relu2", bias=False, tie_embeddings=False),
     "modern-tied-no-gains": dict(norm="rmsnorm", pos_emb="rope", qk_norm=True, mlp="relu2", bias=False,
                                  norm_affine=False),
+    "layernorm-rope-head_dim-gelu_tanh": dict(norm="layernorm", pos_emb="rope", qk_norm=False, mlp="gelu_tanh",
+                                              bias=True, head_dim=8, mlp_ratio=3),
 }
 
 
