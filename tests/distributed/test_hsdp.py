@@ -1,8 +1,9 @@
 """train.parallel='hsdp' (FSDP2 on a 2-D replicate x shard mesh, gloo): at 4 ranks in 2 shard groups of 2, every
 optimizer's sharded step equals one process, with and without gradient accumulation, holding about half the
-parameters and optimizer state per rank; a run moves hsdp(4) -> fsdp(2) -> one process -> hsdp(4) through its
-checkpoints with the state loaded bitwise as saved, hsdp writing each shard once; under fsdp(2) with accumulation 4
-each rank holds half the gradient bytes of one process (whole ones with train.fsdp_defer_grad_sync)."""
+parameters and optimizer state per rank; a run moves hsdp(4) -> fsdp(2) -> one process -> hsdp(4, as two torchrun
+"nodes" of 2 ranks: the shard degree defaults to the local world size) through its checkpoints with the state
+loaded bitwise as saved, hsdp writing each shard once; under fsdp(2) with accumulation 4 each rank holds half the
+gradient bytes of one process (whole ones with train.fsdp_defer_grad_sync)."""
 from __future__ import annotations
 
 import json
@@ -12,19 +13,26 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import FAST, REPO_ROOT, TINY, env
+from tests.helpers import FAST, REPO_ROOT, TINY, env, free_port
 
 pytestmark = pytest.mark.slow
 
 OPTIMIZERS = ["adamw", "dgclip", "unconstrained_clipped_scion", "muon"]
 
 
-def launch(nproc: int, script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+def launch(nproc: int, script: str, *args: str, nnodes: int = 1, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``script`` under torchrun (``nnodes`` launches of ``nproc`` ranks on 127.0.0.1 standing in for nodes), or
+    alone when nproc is 1; returns the (first) launch's process after checking that every launch succeeded."""
+    rdzv = ("--standalone",) if nnodes == 1 else (
+        f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{free_port()}", "--rdzv_id=hsdp")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", *rdzv, f"--nproc_per_node={nproc}"]
     cmd = [*(torchrun if nproc > 1 else [sys.executable]), str(REPO_ROOT / "tests" / "distributed" / script), *args]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
-    return proc
+    procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(nnodes)]
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out[-2000:] + err[-5000:]
+    return subprocess.CompletedProcess(cmd, 0, *outputs[0])
 
 
 def test_hsdp_optimizers_equal_one_process():
@@ -58,9 +66,10 @@ def test_checkpoint_moves_hsdp_fsdp_one_process_hsdp_bitwise(tmp_path):
     hops = [(4, ("--train.stop_after_step=2", *HSDP)),  # 2 micro-batches per rank
             (2, ("--train.stop_after_step=4", "--train.parallel=fsdp", "--defer-first")),  # accumulation 4
             (1, ("--train.stop_after_step=6",)),  # accumulation 8
-            (4, HSDP)]
+            (2, ("--train.parallel=hsdp",))]  # two "nodes" of 2 ranks: shard groups of the local world size, 2
     for i, (nproc, extra) in enumerate(hops):
-        launch(nproc, "checkpoint_move_worker.py", str(tmp_path / f"hop{i}"), *HOP_ARGS, out, *extra)
+        launch(nproc, "checkpoint_move_worker.py", str(tmp_path / f"hop{i}"), *HOP_ARGS, out, *extra,
+               nnodes=2 if i == 3 else 1)
     dumps = [{kind: torch.load(tmp_path / f"hop{i}.{kind}.pt", weights_only=False) for kind in ("loaded", "final")}
              for i in range(len(hops))]
     for i in range(1, len(hops)):  # what each layout loaded is bitwise what the previous one saved
@@ -73,6 +82,7 @@ def test_checkpoint_moves_hsdp_fsdp_one_process_hsdp_bitwise(tmp_path):
     ckpt = tmp_path / "run" / "checkpoints"
     size = {step: sum(f.stat().st_size for f in (ckpt / f"step_{step:07d}.dcp").iterdir()) for step in (4, 8)}
     assert 0.9 < size[8] / size[4] < 1.1  # hsdp(2 x 2) writes each shard once, as fsdp(2) does
+    assert sorted(p.name for p in (ckpt / "step_0000008.dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
 
     records = [json.loads((tmp_path / f"hop{i}.json").read_text()) for i in range(len(hops))]
     assert [r["step"] for rs in records for r in rs] == list(range(1, 9))
