@@ -32,10 +32,14 @@ def reference_newton_schulz(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
 SHAPES = [(8, 4), (4, 12), (64, 64), (96, 32), (32, 96), (128, 384)]
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_newton_schulz_is_bitwise_the_reference_in_bf16(shape):
+def test_newton_schulz_is_bitwise_the_reference_in_bf16(shape, device):
     g = torch.Generator().manual_seed(sum(shape))
-    G = torch.randn(shape, generator=g)
+    G = torch.randn(shape, generator=g).to(device)
     expected = reference_newton_schulz(G)
     assert torch.equal(newton_schulz5(G).bfloat16(), expected)  # fp32 out: bf16 values exactly, cast back losslessly
     assert torch.equal(newton_schulz5(G.bfloat16()), expected)
