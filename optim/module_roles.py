@@ -30,28 +30,29 @@ class ParamFacts:
     why: str = ""
 
 
+def _declared(model: nn.Module, accessor: str) -> nn.Module | None:
+    """What the model's own `get_input_embeddings` / `get_output_embeddings` (Hugging Face) returns, if anything."""
+    get = getattr(model, accessor, None)
+    if not callable(get):
+        return None
+    try:
+        return get()
+    except (NotImplementedError, AttributeError):
+        return None
+
+
 def _input_embedding(model: nn.Module) -> nn.Embedding | None:
-    get = getattr(model, "get_input_embeddings", None)
-    if callable(get):
-        try:
-            emb = get()
-        except (NotImplementedError, AttributeError):
-            emb = None
-        if isinstance(emb, nn.Embedding):
-            return emb
+    emb = _declared(model, "get_input_embeddings")
+    if isinstance(emb, nn.Embedding):
+        return emb
     tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
     return max(tables, key=lambda m: m.num_embeddings) if tables else None
 
 
 def _output_projection(model: nn.Module, vocab: int | None) -> nn.Module | None:
-    get = getattr(model, "get_output_embeddings", None)
-    if callable(get):
-        try:
-            out = get()
-        except (NotImplementedError, AttributeError):
-            out = None
-        if isinstance(out, nn.Module) and isinstance(getattr(out, "weight", None), torch.Tensor):
-            return out
+    out = _declared(model, "get_output_embeddings")
+    if isinstance(out, nn.Module) and isinstance(getattr(out, "weight", None), torch.Tensor):
+        return out
     if vocab is None:
         return None
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == vocab]
