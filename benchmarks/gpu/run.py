@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -14,12 +15,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.gpu.stages import STAGE_NAMES, STAGES, Context, Stage, load_output
-from kernels.bench import slug
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 RESERVE_S = 5.0  # kept back for writing the summary
 TAIL_CHARS = 4000
+
+
+def slug(text: str) -> str:
+    """A device name as a folder name (kernels.bench's rule; that module is not imported here: in a process that
+    also holds Hugging Face's `kernels`, the name is theirs, optim/kernel_api.py)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def parse_args(argv):
