@@ -37,6 +37,9 @@ def _load_ours() -> ModuleType:
             raise ImportError(f"{MODULE_NAME} is already loaded from {module.__file__}, but this optim "
                               f"({CHECKOUT}) needs {DIRECTORY}: two checkouts of the repository in one process")
         return module
+    if not (DIRECTORY / "chunk_table.py").is_file():  # e.g. a non-editable install: site-packages/kernels is not ours
+        raise ImportError(f"optim needs the repository's kernels/ beside it, and {DIRECTORY} is not it: install the "
+                          f"checkout in editable mode (pip install -e .) or run from the repository root")
     spec = importlib.util.spec_from_file_location(MODULE_NAME, DIRECTORY / "__init__.py",
                                                   submodule_search_locations=[str(DIRECTORY)])
     module = importlib.util.module_from_spec(spec)
