@@ -88,6 +88,8 @@ def build(cfg: Config, dist: DistInfo) -> tuple[TrainState, ValidationSet, optim
     optimizer = optim.build(raw_model, cfg.optim)  # takes the mesh from the (sharded) parameters
     if dist.distributed and tcfg.parallel == "ddp":  # a NaN on one rank only (a fault) makes every rank skip
         optimizer.agree_across(torch.distributed.group.WORLD)
+    if cfg.optim.norm_in_backward:  # the global norm summed by backward hooks; step() reads the gradients once
+        optimizer.take_norm_from(optim.BackwardNorm.attach(model, list(raw_model.parameters())))
     if dist.device.type == "cuda":  # the scheduled lr reaches the kernels through device memory (optim/base.py)
         optimizer.keep_lr_on_device()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(

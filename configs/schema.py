@@ -174,6 +174,14 @@ class Config(Section):
         if self.optim.cuda_graph and self.train.device == "cpu":
             raise ConfigError("optim.cuda_graph=true captures the step in a CUDA graph; train.device='cpu' has none "
                               "(set train.device to 'cuda' or 'auto' on a GPU machine, or optim.cuda_graph=false)")
+        if self.optim.norm_in_backward and self.optim.gr.enabled:
+            raise ConfigError("optim.norm_in_backward=true takes the gradient norm during backward, but optim.gr "
+                              "(gradient regularization) rewrites the gradients after backward, so that norm would be "
+                              "stale; set optim.gr.enabled=false or optim.norm_in_backward=false")
+        if self.optim.norm_in_backward and self.optim.norm_scope != "global":
+            raise ConfigError(f"optim.norm_in_backward=true takes the global gradient norm during backward; "
+                              f"optim.norm_scope={self.optim.norm_scope!r} needs norms read in step(): use "
+                              f"optim.norm_scope='global' or optim.norm_in_backward=false")
         if self.model.vocab_size < 50257 and self.data.dir == "embedded":
             raise ConfigError(f"model.vocab_size ({self.model.vocab_size}) is smaller than the GPT-2 vocabulary "
                               f"(50257) of the embedded corpus")

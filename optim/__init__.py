@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .adamw import AdamW
+from .backward_norm import BackwardNorm
 from .base import with_settings_of
 from .capture import CapturedStep
 from .clipped_sgd import SGD, ClippedSGD, DeltaGClip, GClip, NormalizedSGD
@@ -57,7 +58,7 @@ def step_stats(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
 
 
 __all__ = [
-    "AdamW", "CapturedStep", "ClippedSGD", "ClippedScion", "DeltaGClip", "GClip", "GRConfig", "GradientRegularization", "GroupRule",
+    "AdamW", "BackwardNorm", "CapturedStep", "ClippedSGD", "ClippedScion", "DeltaGClip", "GClip", "GRConfig", "GradientRegularization", "GroupRule",
     "GroupRules", "LMOSpec", "Muon", "NormalizedSGD", "OPTIMIZER_NAMES", "OptimConfig", "REGISTRY", "SGD", "Scion",
     "build", "build_param_groups", "describe_assignment", "describe_groups", "dual_norm", "layer_norm", "lmo", "lmo_many",
     "module_facts", "newton_schulz5", "orthogonalize", "resolve_roles", "step_stats", "with_settings_of",

@@ -18,7 +18,6 @@ from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from .base import (
     OptimizerStatsMixin,
-    global_grad_norm,
     groups_with_grads,
     run_closure,
 )
@@ -145,8 +144,7 @@ class AdamW(OptimizerStatsMixin, torch.optim.AdamW):
         self._begin_step()
         grad_scale = getattr(self, "grad_scale", None)  # set by GradScaler.step around this call
         found_inf = getattr(self, "found_inf", None)
-        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas,
-                                          sq_sum=self.grad_sq_sum)
+        grad_norm, ok = self._global_grad_norm(work)
         if grad_scale is not None:
             grad_norm = grad_norm / grad_scale.to(grad_norm)
         if found_inf is not None:

@@ -127,6 +127,38 @@ class OptimizerStatsMixin:
     def replicas(self):
         return self.__dict__.get("_replicas")
 
+    def take_norm_from(self, source) -> None:
+        """``optim.norm_in_backward``: take the step's global gradient norm from ``source`` (optim.backward_norm.
+        BackwardNorm, fed by hooks during backward) instead of reading the gradients for it in ``step()``: the step
+        then reads them once, for the update. A per-process binding like `agree_across`: not saved, not pickled."""
+        self._check_norm_in_backward()
+        self.__dict__["_backward_norm"] = source
+
+    @property
+    def backward_norm(self):
+        """The optim.backward_norm.BackwardNorm this optimizer takes its norm from, or None (the norm is a pass)."""
+        return self.__dict__.get("_backward_norm")
+
+    def _check_norm_in_backward(self) -> None:
+        """Refuse settings whose step needs more than the global norm from the gradients (overridden)."""
+
+    def _grad_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """The global L2 norm of ``grads`` (0-dim device tensor): from the backward hooks when `take_norm_from` was
+        called; sqrt of the accumulator given to `take_grad_sq_sum_from`; else one pass over the gradients (local
+        partial sums + one all-reduce when sharded)."""
+        source = self.backward_norm
+        if source is not None:
+            return source.norm(grads, self.replicas)
+        if self.grad_sq_sum is not None:
+            return torch.sqrt(self.grad_sq_sum.detach().reshape(()).to(torch.float32))
+        return global_norms([grads], backend=self.backend, plans=self.chunk_plans, replicas=self.replicas)[0]
+
+    def _global_grad_norm(self, work: list[tuple[dict, list, list[torch.Tensor]]]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global norm over every gradient of ``work``, is-finite flag): :meth:`_grad_norm` and its flag."""
+        norm = self._grad_norm([g for _, _, grads in work for g in grads])
+        return norm, finite_flag(norm)
+
     def _full_state(self) -> dict:
         state = super().__getstate__()
         for key in ("_counters", "_last_stats", "process_group"):
@@ -311,21 +343,6 @@ def groups_with_grads(param_groups: list[dict]) -> list[tuple[dict, list[torch.T
     """(group, params, grads) of every param group in which some parameter has a gradient."""
     work = [(group, *params_with_grads(group)) for group in param_groups]
     return [w for w in work if w[1]]
-
-
-def global_grad_norm(work: list[tuple[dict, list, list[torch.Tensor]]], backend: str, plans=None, replicas=None,
-                     sq_sum: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(global L2 norm over every gradient of ``work``, is-finite flag), both 0-dim device tensors. Sharded (FSDP)
-    gradients: local sums of squares joined by one all-reduce, which also carries the non-finite flag; replicated
-    (DDP) gradients with ``replicas`` set: a 4-byte flag all-reduce makes the ranks agree (sharding.global_norms).
-    ``sq_sum``: the sum of squares already taken while the gradients were produced (see
-    OptimizerStatsMixin.take_grad_sq_sum_from): its square root, without reading the gradients again."""
-    if sq_sum is not None:
-        norm = torch.sqrt(sq_sum.detach().reshape(()).to(torch.float32))
-        return norm, finite_flag(norm)
-    norm = global_norms([[g for _, _, grads in work for g in grads]], backend=backend, plans=plans,
-                        replicas=replicas)[0]
-    return norm, finite_flag(norm)
 
 
 def params_with_grads(group: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -23,7 +23,6 @@ import torch
 
 from .base import (
     OptimizerStatsMixin,
-    global_grad_norm,
     groups_with_grads,
     run_closure,
 )
@@ -73,6 +72,12 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
             raise ValueError(f"{where}: norm_scope must be one of {NORM_SCOPES}, got {group['norm_scope']!r}")
         check_backend(group, where)
 
+    def _check_norm_in_backward(self) -> None:
+        if self.norm_scope != "global":
+            raise ValueError(f"optim.norm_in_backward=true takes the global gradient norm during backward; "
+                             f"optim.norm_scope={self.norm_scope!r} needs per-{self.norm_scope} norms read in step(): "
+                             f"use optim.norm_scope='global' or optim.norm_in_backward=false")
+
     def _clip_kwargs(self, group: dict) -> dict:
         return dict(rule=group["rule"], gamma=group["gamma"], delta=group["delta"], beta=group["beta"])
 
@@ -83,8 +88,7 @@ class ClippedSGD(OptimizerStatsMixin, torch.optim.Optimizer):
         if not work:
             return loss
         self._begin_step()
-        global_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas,
-                                          sq_sum=self.grad_sq_sum)
+        global_norm, ok = self._global_grad_norm(work)
         nan = torch.full_like(global_norm, float("nan"))
         factors = []  # per group / per tensor clip factors (their mean is reported)
         for group, params, grads in work:

@@ -29,7 +29,7 @@ class OptimizerSpec:
 
 
 # Keys every optimizer reads (never reported as unused).
-COMMON_KEYS = frozenset({"name", "lr", "backend", "groups", "gr", "cuda_graph"})
+COMMON_KEYS = frozenset({"name", "lr", "backend", "groups", "gr", "cuda_graph", "norm_in_backward"})
 _SGD = frozenset({"momentum", "nesterov", "weight_decay", "weight_decay_mode"})
 _SCION = frozenset({"alpha", "ns_steps", "ns_dtype", "split_orthogonalization", "spectral_lmo"})
 _CLIPPED_SCION = _SCION | {"rho", "rho_scaling", "clamp_gap"}
@@ -213,6 +213,10 @@ class OptimConfig(Section):
     cuda_graph: bool = field(
         False, help="record optimizer.step() in a CUDA graph after 3 eager warm-up steps and replay it every step "
                     "(one process on CUDA; lr and every per-step value read from device memory, optim/capture.py)")
+    norm_in_backward: bool = field(
+        False, help="take the global gradient norm during backward (hooks: post-accumulate-grad in one process and "
+                    "fsdp/hsdp, the DDP communication hook under ddp), so step() reads the gradients once; off by "
+                    "default until a GPU measures it faster (optim/backward_norm.py); not with optim.gr")
     groups: GroupRules = field(default_factory=GroupRules, help="parameter-group rules by parameter name")
     gr: GRConfig = field(default_factory=GRConfig, help="gradient regularization (training-step option)")
 

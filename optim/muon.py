@@ -16,7 +16,6 @@ import torch
 
 from .base import (
     OptimizerStatsMixin,
-    global_grad_norm,
     groups_with_grads,
     run_closure,
     zero_where_not_,
@@ -100,8 +99,7 @@ class Muon(OptimizerStatsMixin, torch.optim.Optimizer):
         if not work:
             return loss
         self._begin_step()
-        grad_norm, ok = global_grad_norm(work, self.backend, self.chunk_plans, self.replicas,
-                                          sq_sum=self.grad_sq_sum)
+        grad_norm, ok = self._global_grad_norm(work)
         okf = ok.to(grad_norm.dtype)  # float64 when the gradients are
         work = [(group, params, local_list(grads)) for group, params, grads in work]  # FSDP: this rank's rows
         for _, _, grads in work:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .base import OptimizerStatsMixin, global_grad_norm, params_with_grads, run_closure
+from .base import OptimizerStatsMixin, finite_flag, params_with_grads, run_closure
 from .kernel_api import kernels
 from .lmo import NORMS, LMOSpec, layer_norms, lmo_many
 from .lmo_sharded import lmo_many_sharded
@@ -127,8 +127,8 @@ class ClippedScion(OptimizerStatsMixin, torch.optim.Optimizer):
                 splits.append(sizes.get(p))
         if not params:
             return loss
-        grad_norm, ok = global_grad_norm([(None, params, grads)], self.backend, self.chunk_plans, self.replicas,
-                                         sq_sum=self.grad_sq_sum)
+        grad_norm = self._grad_norm(grads)
+        ok = finite_flag(grad_norm)
         shards = shard_group(params)  # FSDP: kernels on local shards, reductions joined by one all-reduce each
         for alpha in sorted(set(alphas)):  # a non-finite gradient norm leaves every d untouched
             idx = [i for i, a in enumerate(alphas) if a == alpha]

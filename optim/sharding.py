@@ -293,11 +293,7 @@ def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto", plan
     if group is None:
         norms = torch.stack([kernels.global_norm(ts, backend=backend, plans=plans) if ts else torch.zeros(())
                              for ts in lists])
-        if replicas is not None and dist.is_available() and dist.is_initialized():
-            bad = (~torch.isfinite(norms)).any().to(torch.float32).reshape(1)
-            dist.all_reduce(bad, op=dist.ReduceOp.SUM, group=replicas)
-            norms = torch.where(bad > 0, torch.full_like(norms, float("nan")), norms)
-        return norms
+        return agree_nonfinite(norms, replicas)
     device = next(local(t).device for t in flat if is_sharded(t))
     first = dist.get_rank(group) == 0
     partial = torch.zeros(len(lists), dtype=norm_dtype(flat), device=device)
@@ -307,3 +303,13 @@ def global_norms(lists: list[list[torch.Tensor]], *, backend: str = "auto", plan
         if shards or plain:
             partial[i] = kernels.global_norm(shards + plain, backend=backend, plans=plans).to(device).square()
     return sum_across(partial, group).sqrt()
+
+
+def agree_nonfinite(norms: torch.Tensor, replicas=None) -> torch.Tensor:
+    """``norms`` of replicated (DDP-averaged) gradients, NaN on every rank of ``replicas`` when any rank's norm is
+    not finite: one 4-byte all-reduce of a flag, so a fault after the gradient all-reduce makes all ranks skip."""
+    if replicas is not None and dist.is_available() and dist.is_initialized():
+        bad = (~torch.isfinite(norms)).any().to(torch.float32).reshape(1)
+        dist.all_reduce(bad, op=dist.ReduceOp.SUM, group=replicas)
+        norms = torch.where(bad > 0, torch.full_like(norms, float("nan")), norms)
+    return norms

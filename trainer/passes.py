@@ -23,7 +23,8 @@ def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractCon
 
 def make_backward(model: nn.Module, micro_batches: list, device: torch.device, dtype: str,
                   parameters: list[torch.Tensor], *, defer_grad_sync: bool = False,
-                  after_micro_batch: Callable[[], None] | None = None) -> Callable[[], torch.Tensor]:
+                  after_micro_batch: Callable[[], None] | None = None,
+                  before_last_micro_batch: Callable[[], None] | None = None) -> Callable[[], torch.Tensor]:
     """A closure computing the global-batch gradient into ``.grad`` and returning the global mean loss.
 
     Each micro-batch loss is divided by the number of micro-batches; DDP averages over ranks (its
@@ -34,7 +35,9 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
 
     Under fsdp/hsdp each micro-batch reduce-scatters into the sharded gradient unless ``defer_grad_sync``
     (trainer.parallel.accumulating). ``after_micro_batch`` is called after each micro-batch's backward (the
-    gradient-memory probe of the first step, trainer/grad_memory.py).
+    gradient-memory probe of the first step, trainer/grad_memory.py). ``before_last_micro_batch`` is called right
+    before the last micro-batch's forward of a synchronizing call: optim.norm_in_backward's ``BackwardNorm.arm``,
+    so only the accumulated gradient's hooks count towards the norm.
     """
     accum = len(micro_batches)
 
@@ -45,6 +48,8 @@ def make_backward(model: nn.Module, micro_batches: list, device: torch.device, d
         total = torch.zeros((), device=device, dtype=torch.float32)
         for i, (x, y) in enumerate(micro_batches):
             last = i == accum - 1
+            if last and sync and before_last_micro_batch is not None:
+                before_last_micro_batch()
             if not sync:
                 ctx = no_sync(model)
             else:

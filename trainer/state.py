@@ -89,9 +89,11 @@ def train_step(state: TrainState, regularizer, *, prefetch: bool = True) -> dict
     batch = state.loader.next_batch()  # int64 on the device (prefetched during the previous step)
     probe = GradBytes(state.raw_model) if state.measure_grad_bytes else None
     clock.mark()
+    norm = getattr(state.optimizer, "backward_norm", None)  # optim.norm_in_backward: armed for the last micro-batch
     backward = make_backward(state.model, batch, state.dist.device, tcfg.dtype, state.parameters,
                              defer_grad_sync=tcfg.fsdp_defer_grad_sync,
-                             after_micro_batch=probe.sample if probe is not None else None)
+                             after_micro_batch=probe.sample if probe is not None else None,
+                             before_last_micro_batch=norm.arm if norm is not None else None)
     loss = regularizer.compute(state.parameters, backward, state.step) if regularizer.enabled else backward()
     clock.mark()
     lr = state.scheduler.get_last_lr()[0]

@@ -1,0 +1,45 @@
+"""optim.norm_in_backward at 2 gloo ranks: ddp (DDP communication hook, several buckets) and fsdp (hooks on the
+reduce-scattered shards, one all-reduce of the partial sums) equal the plain step for every optimizer whose step uses
+the global norm: grad_norm and clip factors to fp32 summation order (relative <= 1e-6), losses within 1e-4, and
+step() never calls kernels.global_norm. One torchrun launch for all (the multi-process tests are the slow ones):
+20 steps for dgclip and unconstrained_clipped_scion, 3 for the others (the 20-step runs of every one are
+tests/optim/test_norm_in_backward.py's, in one process)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO_ROOT, env
+
+pytestmark = pytest.mark.slow
+
+RUNS = {"dgclip": 20, "unconstrained_clipped_scion": 20, "gclip": 3, "normalized_sgd": 3, "clipped_scion": 3,
+        "adamw": 3, "muon": 3}
+MAX_GRAD_NORM = 0.5  # adamw and muon's clipping threshold in the worker
+
+
+@pytest.fixture(scope="module")
+def results():
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO_ROOT / "tests" / "distributed" / "norm_in_backward_worker.py"), "ddp,fsdp",
+           ",".join(f"{name}:{steps}" for name, steps in RUNS.items())]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
+    rows = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    return {(row["mode"], row["name"]): row for row in rows}
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+@pytest.mark.parametrize("name", list(RUNS))
+def test_norm_in_backward_equals_plain_step(results, mode, name):
+    row = results[(mode, name)]
+    assert row["global_norm_calls"] == 0, row  # step() reads the gradients once: for the update
+    assert row["loss_diff"] <= 1e-4, row
+    assert row["grad_norm_rel"] <= 1e-6 and row["clip_factor_rel"] <= 1e-6, row
+    if name in ("adamw", "muon"):
+        assert row["max_grad_norm"] > MAX_GRAD_NORM, row  # max_grad_norm clipped on some step
+    elif RUNS[name] == 20:
+        assert row["min_clip_factor"] < 1.0, row  # the clipping is active
