@@ -32,7 +32,7 @@ def markdown() -> str:
               "`optim.*` keys that apply when `optim.name` is NAME, under the preset's own `[optim]` keys and the "
               "command line (`--optim.lr=...` wins; `--optim.NAME.KEY=...` edits the table). A table may only set "
               "keys its optimizer reads:", "",
-              "| optimizer | reads (besides `lr`, `backend`, `cuda_graph`, `groups.*`, `gr.*`) | what it is |", "|---|---|---|"]
+              "| optimizer | reads (besides `lr`, `backend`, `cuda_graph`, `norm_in_backward`, `groups.*`, `gr.*`) | what it is |", "|---|---|---|"]
     for name, spec in OPTIMIZERS.items():
         keys = ", ".join(f"`{k}`" for k in sorted(spec.keys - COMMON_KEYS))
         lines.append(f"| `{name}` | {keys} | {_cell(spec.summary)} |")
