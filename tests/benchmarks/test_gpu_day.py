@@ -31,13 +31,16 @@ def test_dry_run_runs_every_stage_at_toy_sizes(tmp_path):
     proc = gpu_day("--dry-run", "--out", str(tmp_path), "--budget-s", "1200")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     records = stage_records(tmp_path)
-    not_here = {"trainer_dgclip_cuda_graph", "trainer_dgclip_norm_in_backward"}
+    not_here = {"trainer_dgclip_cuda_graph"}
     for name, record in records.items():
         assert record["status"] == ("not available" if name in not_here else "ok"), (name, record["reason"],
                                                                                       record["output_tail"])
     assert records["trainer_dgclip_cuda_graph"]["reason"] == "not available: a CUDA graph needs CUDA"
     assert records["optim_bench"]["result"]["captured"] == "not available: needs CUDA"
     assert set(records["optim_bench"]["result"]["dgclip_comparison"]["step_ms"]) >= {"ours", "copy_floor_6_passes"}
+    in_backward = records["trainer_dgclip_norm_in_backward"]["result"]  # train_gpt.py with the norm in backward
+    assert "--optim.norm_in_backward=true" in in_backward["overrides"], in_backward["overrides"]
+    assert in_backward["results"][0]["optim"] == "dgclip"
     trainer = records["trainer_muon"]["result"]["results"][0]
     assert trainer["optim"] == "muon" and set(trainer["breakdown_ms"]) == {"data", "fwd_bwd", "optimizer", "host_read"}
     assert records["cuda_tests"]["result"]["skipped"] > 0 and not records["cuda_tests"]["result"]["failed_tests"]
