@@ -20,19 +20,14 @@ import torch
 
 from .chunk_table import ChunkTable, block_size
 from .clip_factor import CLIP_RULES, clip_factor, validate_clip_args
-from .dispatch import check_backend, check_list, check_python_float, triton_table, upcast, validate_lists
+from .dispatch import (check_backend, check_list, check_python_float, select_, triton_table, upcast,
+                       validate_lists)
 from .triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
 from .triton_common import tl, triton
 
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 BLOCK = 1024
 NUM_WARPS = 4
-
-
-def _select_(dsts: list[torch.Tensor], news: list[torch.Tensor], ok: torch.Tensor) -> None:
-    """dst = new where ``ok`` (0-dim bool on the device) else dst, without reading ``ok`` on the host."""
-    for dst, new in zip(dsts, news):
-        dst.copy_(torch.where(ok, new, dst))
 
 
 def clipped_sgd_update_torch(params, grads, momenta, norm, *, lr, rule, gamma, delta, beta, momentum, nesterov,
@@ -64,9 +59,9 @@ def clipped_sgd_update_torch(params, grads, momenta, norm, *, lr, rule, gamma, d
         torch._foreach_add_(p_new, u, alpha=-lr)
     else:
         p_new = torch._foreach_add(p32, u, alpha=-lr)
-    _select_(params, p_new, ok)
+    select_(params, p_new, ok)
     if momentum > 0:
-        _select_(momenta, m_new, ok)
+        select_(momenta, m_new, ok)
 
 
 @triton.jit

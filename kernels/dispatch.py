@@ -36,6 +36,20 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def upcast(t: torch.Tensor) -> torch.Tensor:
     """``t`` in its math dtype (a copy for bf16/fp16, ``t`` itself for fp32/fp64)."""
     return t.to(compute_dtype(t.dtype))
+
+
+def select_(dsts: list[torch.Tensor], news: list[torch.Tensor], ok: torch.Tensor) -> None:
+    """dst = new if ``ok`` else dst for each pair (``ok`` a 0-dim device bool, never read on the host): the torch
+    references' non-finite skip. In place, one launch per tensor and nothing allocated when ``new`` has dst's dtype;
+    a bf16/fp16 ``dst`` takes the fp32 select through a copy (where cannot cast into its out). No foreach op selects
+    exactly through NaN/inf, so this stays one select per tensor."""
+    for dst, new in zip(dsts, news):
+        if new.dtype == dst.dtype:
+            torch.where(ok, new, dst, out=dst)
+        else:
+            dst.copy_(torch.where(ok, new, dst))
+
+
 _NON_CONTIGUOUS = "non-contiguous input tensor"  # cached decisions for inputs the kernels do not take
 _FLOAT64 = "float64 input tensor"
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from .chunk_table import ChunkTable, block_size
-from .dispatch import check_backend, check_list, check_python_float, triton_table, upcast, validate_lists
+from .dispatch import (check_backend, check_list, check_python_float, select_, triton_table, upcast,
+                       validate_lists)
 from .triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
 from .triton_common import tl, triton
 
@@ -28,8 +29,7 @@ def lerp_momentum_torch(ds: list[torch.Tensor], grads: list[torch.Tensor], alpha
     g32 = [upcast(g) for g in grads]
     if skip_if_nonfinite is not None:
         ok = torch.isfinite(skip_if_nonfinite.reshape(()).to(ds[0].device))
-        for d, new in zip(ds, torch._foreach_lerp([upcast(d) for d in ds], g32, alpha)):
-            d.copy_(torch.where(ok, new, d))
+        select_(ds, torch._foreach_lerp([upcast(d) for d in ds], g32, alpha), ok)
         return
     d32 = [upcast(d) for d in ds]
     torch._foreach_lerp_(d32, g32, alpha)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from .chunk_table import ChunkTable, block_size, radii_tensor
-from .dispatch import (as_radii, check_backend, check_list, check_python_float, triton_table, upcast,
-                              validate_lists)
+from .dispatch import (as_radii, check_backend, check_list, check_python_float, select_, triton_table, upcast,
+                       validate_lists)
 from .triton_common import TL_DTYPES, chunk_pointer, device_guard, is_finite, launch, load_f32, store_as
 from .triton_common import tl, triton
 
@@ -21,7 +21,8 @@ NUM_WARPS = 8
 
 
 def scion_update_torch(params, directions, radii, *, lr, scale, constrained) -> None:
-    """Reference: foreach ops in fp32 temporaries, then a device-side select (non-finite scale writes nothing)."""
+    """Reference: foreach ops in fp32 temporaries, then a device-side select in place (a non-finite scale writes
+    nothing)."""
     if not params:
         return
     s = scale.reshape(()).to(device=params[0].device, dtype=torch.promote_types(scale.dtype, torch.float32))
@@ -35,8 +36,7 @@ def scion_update_torch(params, directions, radii, *, lr, scale, constrained) -> 
         torch._foreach_add_(p_new, step)
     else:
         p_new = torch._foreach_add(p32, step)
-    for dst, new in zip(params, p_new):
-        dst.copy_(torch.where(ok, new, dst))
+    select_(params, p_new, ok)
 
 
 @triton.jit

@@ -60,6 +60,11 @@ def spectral_scale(shape: tuple[int, ...], spec: LMOSpec) -> float:
     return math.sqrt(d_out / d_in) if spec.is_normalized else math.sqrt(d_out)
 
 
+def _sign_scale(d: torch.Tensor, spec: LMOSpec) -> float:
+    """The factor of sign(d) in the sign LMO: -1/d_in (normalized) or -1."""
+    return -1.0 / (_math_view(d, spec).size(1) if spec.is_normalized else 1)
+
+
 def lmo(d: torch.Tensor, spec: LMOSpec, *, orthogonalized: torch.Tensor | None = None, ns_steps: int = 5,
         ns_dtype: torch.dtype = torch.bfloat16, method: str = "newton_schulz",
         out: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,8 +79,7 @@ def lmo(d: torch.Tensor, spec: LMOSpec, *, orthogonalized: torch.Tensor | None =
             [d], steps=ns_steps, dtype=ns_dtype, split_across_ranks=False, method=method)[0]
         return torch.mul(O, -spectral_scale(tuple(d.shape), spec), out=out)
     if spec.norm == "sign":
-        c = M.size(1) if spec.is_normalized else 1
-        return torch.mul(torch.sign(d), -1.0 / c, out=out)
+        return torch.mul(torch.sign(d), _sign_scale(d, spec), out=out)
     if spec.norm == "bias_rms":
         rms = d.norm() / math.sqrt(d.numel())
         return torch.div(d, -(rms + _EPS), out=out)  # = -d / (rms + eps) exactly: IEEE division is sign-symmetric
@@ -93,17 +97,38 @@ def lmo_many(ds: list[torch.Tensor], specs: list[LMOSpec], *, ns_steps: int = 5,
              ns_dtype: torch.dtype = torch.bfloat16, split_across_ranks: bool = True,
              process_group=None, method: str = "newton_schulz", out: list[torch.Tensor] | None = None
              ) -> list[torch.Tensor]:
-    """lmo of every tensor; all spectral ones go through one batched (and rank-split) orthogonalization call.
-    ``out`` (one buffer per tensor, kept by the caller) receives the results, so their addresses stay put from
-    step to step (the optimizer's chunk tables over them are built once)."""
+    """lmo of every tensor, bitwise :func:`lmo` of each: all spectral ones go through one batched (and rank-split)
+    orthogonalization call, and the elementwise parts (the spectral scaling, sign, bias_rms) run as one foreach op
+    per stage over all tensors of that norm; colnorm/rownorm reduce along an axis per tensor. ``out`` (one buffer
+    per tensor, kept by the caller) receives the results, so their addresses stay put from step to step (the
+    optimizer's chunk tables over them are built once)."""
     spectral = [i for i, s in enumerate(specs) if s.norm == "spectral"]
     for i in spectral:
         _math_view(ds[i], specs[i])
     ortho = orthogonalize([ds[i] for i in spectral], steps=ns_steps, dtype=ns_dtype,
                           split_across_ranks=split_across_ranks, process_group=process_group, method=method)
-    by_index = dict(zip(spectral, ortho))
-    outs = out if out is not None else [None] * len(ds)
-    return [lmo(d, s, orthogonalized=by_index.get(i), out=o) for i, (d, s, o) in enumerate(zip(ds, specs, outs))]
+    outs = list(out) if out is not None else [torch.empty_like(d, memory_format=torch.contiguous_format) for d in ds]
+    # the elementwise LMOs as one foreach op per stage over every tensor of a kind (the same arithmetic, op for op,
+    # as lmo() on each tensor: bitwise its result); orthogonalize's results are fresh tensors, scaled in place
+    if spectral:
+        torch._foreach_mul_(ortho, [-spectral_scale(tuple(ds[i].shape), specs[i]) for i in spectral])
+        torch._foreach_copy_([outs[i] for i in spectral], ortho)
+    sign = [i for i, s in enumerate(specs) if s.norm == "sign"]
+    for i in sign:
+        torch.sign(ds[i], out=outs[i])
+    if sign:
+        torch._foreach_mul_([outs[i] for i in sign], [_sign_scale(ds[i], specs[i]) for i in sign])
+    rms = [i for i, s in enumerate(specs) if s.norm == "bias_rms"]
+    if rms:
+        vectors = [ds[i] for i in rms]
+        denom = torch._foreach_div(torch._foreach_norm(vectors), [math.sqrt(v.numel()) for v in vectors])
+        torch._foreach_add_(denom, _EPS)
+        torch._foreach_neg_(denom)
+        torch._foreach_copy_([outs[i] for i in rms], torch._foreach_div(vectors, denom))
+    for i, s in enumerate(specs):  # colnorm / rownorm: one reduction along an axis per tensor
+        if s.norm in ("colnorm", "rownorm"):
+            lmo(ds[i], s, out=outs[i])
+    return outs
 
 
 SPECTRAL_NORM_SQUARINGS = 12  # 2^12 = 4096 power-iteration steps: float64 to ~1e-15, fp32 to ~1e-7 (tests)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from optim import LMOSpec, dual_norm, layer_norm, lmo, newton_schulz5, orthogonalize
+from optim import LMOSpec, dual_norm, layer_norm, lmo, lmo_many, newton_schulz5, orthogonalize
 
 EXACT_SPECS = [LMOSpec("sign"), LMOSpec("sign", normalized=False), LMOSpec("colnorm"),
                LMOSpec("colnorm", normalized=True), LMOSpec("colnorm", transpose=True), LMOSpec("rownorm"),
@@ -156,3 +156,27 @@ def test_spectral_norm_estimate_of_degenerate_matrices():
     specs = [LMOSpec("spectral"), LMOSpec("spectral", transpose=True), LMOSpec("bias_rms")]
     for est, w, spec in zip(layer_norms(ws, specs, exact=False), ws, specs):
         assert est.item() == pytest.approx(layer_norm(w, spec).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lmo_many_is_bitwise_lmo_of_each_tensor(dtype):
+    """lmo_many runs the elementwise LMOs as foreach ops over all tensors of a norm (and the spectral ones batched by
+    shape): every result is bit for bit what lmo() gives that tensor alone, for every norm, scaling and orientation,
+    into caller buffers (non-contiguous pieces too) or new tensors."""
+    torch.manual_seed(3)
+    specs = [LMOSpec("spectral"), LMOSpec("spectral"), LMOSpec("spectral", normalized=False, transpose=True),
+             LMOSpec("spectral", transpose=True), *EXACT_SPECS, LMOSpec("sign", transpose=True), LMOSpec("bias_rms")]
+    shapes = [(6, 10), (6, 10), (10, 6), (7, 5)] + [(5,) if s.norm == "bias_rms" else (6, 9) for s in EXACT_SPECS] \
+        + [(9, 6), (11,)]
+    ds = [torch.randn(shape, dtype=dtype) for shape in shapes]
+    ds[-1].zero_()  # a zero vector: -0 / eps
+    expected = [lmo(d, s, ns_dtype=dtype) for d, s in zip(ds, specs)]
+    wide = torch.empty(6, 20, dtype=dtype)
+    outs = [torch.empty_like(d) for d in ds]
+    outs[0] = wide[:, :10]  # a non-contiguous piece of a buffer, as a split parameter's
+    for got in (lmo_many(ds, specs, ns_dtype=dtype, out=outs), lmo_many(ds, specs, ns_dtype=dtype)):
+        for i, (g, e) in enumerate(zip(got, expected)):
+            assert g.dtype == e.dtype and g.shape == e.shape, i
+            bits = torch.int64 if dtype == torch.float64 else torch.int32
+            assert torch.equal(g.contiguous().view(bits), e.view(bits)), (i, specs[i])
+    assert got is not outs and lmo_many(ds, specs, ns_dtype=dtype, out=outs)[0].data_ptr() == wide.data_ptr()
