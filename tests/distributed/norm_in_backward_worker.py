@@ -1,6 +1,6 @@
-"""Run under torchrun (gloo, 2 ranks): optim.norm_in_backward under ddp (the DDP communication hook) and fsdp
-(post-accumulate-grad hooks on the reduce-scattered shards) equals the plain step, for every optimizer whose step
-uses the global norm.
+"""Run under torchrun (gloo, 2 ranks; 4 for hsdp): optim.norm_in_backward under ddp (the DDP communication hook) and
+fsdp / hsdp (post-accumulate-grad hooks on the reduce-scattered shards) equals the plain step, for every optimizer
+whose step uses the global norm.
 
 `norm_in_backward_worker.py MODE[,MODE] NAME:STEPS[,NAME:STEPS]`: for each mode and optimizer, two copies of a tiny GPT
 from one seed, one with the norm taken during backward, train STEPS steps of 2 micro-batches each on the same data
@@ -35,8 +35,12 @@ ACCUM, ROWS = 2, 2  # micro-batches per step, rows per micro-batch per rank
 def copy_of(mode: str, name: str, in_backward: bool):
     torch.manual_seed(0)
     raw = GPT(ModelConfig(**MODEL))
-    if mode == "fsdp":
-        model = apply_fsdp(raw, device=torch.device("cpu"), dtype="float32", compile_blocks=False)
+    if mode in ("fsdp", "hsdp"):  # hsdp: 2 replicas x 2 shards (4 ranks)
+        mesh = None
+        if mode == "hsdp":
+            from torch.distributed.device_mesh import init_device_mesh
+            mesh = init_device_mesh("cpu", (2, dist.get_world_size() // 2), mesh_dim_names=("replicate", "shard"))
+        model = apply_fsdp(raw, device=torch.device("cpu"), dtype="float32", compile_blocks=False, mesh=mesh)
     else:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(raw, gradient_as_bucket_view=True, bucket_cap_mb=0.01)  # several buckets
