@@ -18,6 +18,8 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.b
     """Approximate orthogonalization U V^T of the last two dims of G (batched over leading dims).
 
     X_0 = G / (||G||_F + 1e-7) per matrix (so ||X_0||_2 <= 1); wide orientation inside the loop. Returns G's dtype.
+    The scalings b*A and a*X are taken in place (4 new tensors per step instead of 8; each sum adds the same two
+    rounded terms as the reference, so the result is the same bit for bit).
     Each step evaluates c A^2 as (c A) A, the reference code's order (Muon / modded-nanogpt, LIONS-EPFL scion.py,
     the Clipped Scion code), so a bf16 result is bitwise theirs (tests/optim/test_newton_schulz_reference.py).
     """
@@ -29,10 +31,12 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.b
     if tall:
         X = X.mT
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
-    for _ in range(steps):
+    for _ in range(steps):  # X is this function's own tensor from here on, so it and A are scaled in place
         A = X @ X.mT
-        B = b * A + (c * A) @ A  # the reference's order (c*A first): bitwise its bf16 result
-        X = a * X + B @ X
+        B = (c * A) @ A  # the reference's order (c*A first): bitwise its bf16 result
+        B.add_(A.mul_(b))  # b*A + (c*A)@A: the sum of the same two rounded terms
+        BX = B @ X
+        X = X.mul_(a).add_(BX)  # a*X + B@X, in X's memory layout as the reference's sum (the next matmuls see it)
     if tall:
         X = X.mT
     return X.to(G.dtype)
