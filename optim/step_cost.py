@@ -23,6 +23,9 @@ from .config import OptimConfig
 from .registry import REGISTRY
 
 OPTIMIZERS = ("dgclip", "unconstrained_clipped_scion", "muon", "adamw")
+# views whose schema does not say so (matmul reshapes a batched product's output with _unsafe_view: the output
+# shares the bmm result's storage, no launch, no bytes)
+UNMARKED_VIEWS = (torch.ops.aten._unsafe_view,)
 
 
 class StepCost(TorchDispatchMode):
@@ -38,7 +41,7 @@ class StepCost(TorchDispatchMode):
         schema = func._schema
         returns = schema.returns
         aliased = [r.alias_info is not None for r in returns]
-        if returns and all(aliased) and not schema.is_mutable:
+        if (returns and all(aliased) and not schema.is_mutable) or func.overloadpacket in UNMARKED_VIEWS:
             return out  # a view: metadata only
         tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         if not tensors and not schema.is_mutable:
