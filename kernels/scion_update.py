@@ -35,7 +35,8 @@ def scion_update_torch(params, directions, radii, *, lr, scale, constrained) -> 
         p_new = torch._foreach_mul(p32, 1.0 - lr * s)
         torch._foreach_add_(p_new, step)
     else:
-        p_new = torch._foreach_add(p32, step)
+        torch._foreach_add_(step, p32)  # step + x: the same sum as x + step, in the temporary (no second one)
+        p_new = step
     select_(params, p_new, ok)
 
 
