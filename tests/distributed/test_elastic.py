@@ -81,7 +81,8 @@ def test_busy_run_directory_stops_every_rank_at_once(tmp_path):
         holder.wait()
     assert proc.returncode != 0
     busy = f"error: train.out_dir '{tmp_path}' is in use by another run (pid {holder.pid}"
-    assert f"rank 0: {busy}" in proc.stderr and f"rank 1: {busy}" in proc.stderr
+    # every rank stops (the run ended within the timeout); the refusal, the same on every rank, is printed once
+    assert f"rank 0: {busy}" in proc.stderr and f"rank 1: {busy}" not in proc.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
