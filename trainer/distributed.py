@@ -86,18 +86,18 @@ def watch_parent(poll_s: float = 1.0, exit_code: int = 1) -> threading.Thread | 
     Without torchrun (no ``TORCHELASTIC_RUN_ID``) nothing is watched."""
     if "TORCHELASTIC_RUN_ID" not in os.environ:
         return None
-    agent = os.getppid()
+    launcher = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == agent:
+        while os.getppid() == launcher:
             time.sleep(poll_s)
         rank = os.environ.get("RANK", "?")
-        print(f"rank {rank}: error: the torchrun agent (pid {agent}) that started this worker died; stopping so the "
+        print(f"rank {rank}: error: the torchrun launcher (pid {launcher}) that started this worker died; stopping so the "
               f"run directory's lock is released. Re-run the same command to resume from the newest checkpoint",
               file=sys.stderr, flush=True)
         os._exit(exit_code)
 
-    thread = threading.Thread(target=watch, name="watch-torchrun-agent", daemon=True)
+    thread = threading.Thread(target=watch, name="watch-torchrun-launcher", daemon=True)
     thread.start()
     return thread
 

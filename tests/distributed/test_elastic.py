@@ -87,7 +87,7 @@ def test_busy_run_directory_stops_every_rank_at_once(tmp_path):
 
 
 def test_killed_torchrun_parent_stops_its_workers_and_the_same_command_resumes(tmp_path):
-    """kill -9 of the torchrun agent: its workers notice within seconds and exit (rank 0 releasing the run lock),
+    """kill -9 of the torchrun launcher: its workers notice within seconds and exit (rank 0 releasing the run lock),
     so re-running the same command resumes from the newest checkpoint instead of being refused."""
     cmd = train_cmd(f"--train.out_dir={tmp_path}", *COMMON, nproc=2, extra_torchrun=("--standalone",))
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -106,7 +106,7 @@ def test_killed_torchrun_parent_stops_its_workers_and_the_same_command_resumes(t
     finally:
         proc.kill()
     assert gone_after < 15, f"workers still running {gone_after:.0f} s after their torchrun was killed"
-    assert "the torchrun agent" in proc_out and "died; stopping" in proc_out, proc_out[-2000:]
+    assert "the torchrun launcher" in proc_out and "died; stopping" in proc_out, proc_out[-2000:]
     assert len(metrics(tmp_path)) < 8, "the run finished before torchrun was killed"
     again = run_train(f"--train.out_dir={tmp_path}", *COMMON, nproc=2)
     assert "resumed from" in again.stdout
