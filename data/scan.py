@@ -42,13 +42,20 @@ def max_token_id(path: Path) -> int:
     return max((int(tokens[i:i + _CHUNK].max()) for i in range(0, len(tokens), _CHUNK)), default=-1)
 
 
-def content_digest(path: Path) -> str:
-    """SHA-256 of the shard file's bytes (the key of its cached scan)."""
+def digest_and_max(path: Path, want_max: bool) -> tuple[str, int | None]:
+    """One read of the shard: the SHA-256 of its bytes (the key of its cached scan) and, with ``want_max``, its
+    largest token id (-1 if empty). The header is validated first, so a malformed file is named before hashing."""
+    tokens = shards.open_shard(path, check_tokens=False)
     sha = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(2 * _CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
+        sha.update(f.read(shards.HEADER_BYTES))
+    largest = -1
+    for i in range(0, len(tokens), _CHUNK):
+        chunk = tokens[i:i + _CHUNK]
+        sha.update(chunk)  # a contiguous slice of the file's token bytes
+        if want_max:
+            largest = max(largest, int(chunk.max()))
+    return sha.hexdigest(), (largest if want_max else None)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -93,10 +100,12 @@ def scan_directory(directory: str | Path, vocab_size: int | None, scan_tokens: b
     for path in paths if scan_tokens else []:
         entry = cache.get(path.name)
         try:
-            shards.read_header(path)  # a malformed file is named before its bytes are hashed
-            digest = content_digest(path)
-            if not (entry and entry.get("sha256") == digest):  # size and mtime do not tell content
-                entry, changed = {"sha256": digest, "max_token": max_token_id(path)}, True
+            known = entry.get("sha256") if entry else None
+            digest, largest = digest_and_max(path, want_max=known is None)
+            if digest != known:  # size and mtime do not tell content
+                if largest is None:  # the cached digest is stale: this content's ids were not read yet
+                    largest = max_token_id(path)
+                entry, changed = {"sha256": digest, "max_token": largest}, True
                 cache[path.name] = entry
         except (shards.ShardError, OSError) as err:
             result.problems.append(str(err) if isinstance(err, shards.ShardError) else f"{path}: {err}")
